@@ -1,0 +1,3 @@
+from sepconv_cli.cli import main
+
+main()

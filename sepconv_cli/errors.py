@@ -1,0 +1,37 @@
+"""Errors a user can act on.
+
+Everything below the CLI raises these (never ``sys.exit``); the CLI turns each into
+one line on stderr and a distinct exit code, so scripts can tell failures apart.
+"""
+
+from __future__ import annotations
+
+
+class SepconvError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+    exit_code = 1
+
+
+class InputError(SepconvError):
+    """The input video or dataset is missing, unreadable or unusable."""
+
+    exit_code = 3
+
+
+class OutputError(SepconvError):
+    """The output cannot be written where the user asked."""
+
+    exit_code = 4
+
+
+class WeightsError(SepconvError):
+    """A weights file is missing, corrupt, or made for another model."""
+
+    exit_code = 5
+
+
+class DeviceError(SepconvError):
+    """The requested device (e.g. a CUDA GPU) is not available."""
+
+    exit_code = 6
