@@ -1,0 +1,153 @@
+"""``Interpolator``: runs a network on frames of any size, on any device.
+
+The networks need sides divisible by their stride (32) and memory grows with the
+frame; this wraps them with replicate padding to the stride, batching of frame pairs,
+mixed precision, and tiling with overlapping context, so memory is bounded by the tile
+size rather than the frame size. The model never sees any of this.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sepconv_cli.errors import DeviceError
+from sepconv_cli.ext import op_impl as use_op_impl
+from sepconv_cli.models.blocks import joint_normalisation
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → the first CUDA GPU if there is one, else the CPU; ``cuda[:N]`` must exist."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("--device cuda was asked for, but PyTorch sees no CUDA GPU (see README: GPU install)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise DeviceError(f"there is no {resolved}: {torch.cuda.device_count()} CUDA GPU(s) visible")
+    elif resolved.type != "cpu":
+        raise DeviceError(f"unsupported device '{device}' (use auto, cpu, cuda or cuda:N)")
+    return resolved
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How frames are cut into tiles.
+
+    tile: side of a tile's core, in pixels (rounded up to the stride); 0 never tiles.
+    context: pixels of real neighbouring content added around each core (rounded up to
+        the stride) so the network sees what lies beyond it; only the core is kept. It
+        must be at least the kernel radius; more makes tiled output closer to untiled.
+    max_pixels: frames of at most this many (padded) pixels run whole; larger ones are
+        tiled. The default keeps peak memory near 3 GB in fp32 for SepConv.
+    """
+
+    tile: int = 512
+    context: int = 96
+    max_pixels: int = 1280 * 736
+
+
+class Interpolator:
+    """Predicts middle frames with ``model`` on ``device``.
+
+    ``midpoint(frame1, frame2)`` takes (N, 3, H, W) float tensors in [0, 1] on any
+    device, of any H, W, and returns (N, 3, H, W) float32 in [0, 1] on the CPU.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str | torch.device = "auto",
+        precision: Precision = "fp32",
+        tiling: Tiling = Tiling(),
+        op_impl: str = "auto",
+    ) -> None:
+        self.device = resolve_device(device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise DeviceError(f"{torch.cuda.get_device_name(self.device)} does not support bf16; use fp16 or fp32")
+        if precision == "fp16" and self.device.type == "cpu":
+            raise DeviceError("fp16 is for GPUs; on the CPU use bf16 or fp32")
+        self.precision = precision
+        self.model = model.to(self.device).eval()
+        self.stride = int(getattr(model, "stride", 1))
+        self.tiling = tiling
+        self.op_impl = op_impl
+        self._pad_context = max(self._round(tiling.context), self._round(getattr(model.config, "kernel_size", 1) // 2 + 1))
+
+    def _round(self, pixels: int) -> int:
+        return -(-pixels // self.stride) * self.stride
+
+    @torch.inference_mode()
+    def midpoint(self, frame1: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:
+        if frame1.shape != frame2.shape or frame1.dim() != 4 or frame1.shape[1] != 3:
+            raise ValueError(f"expected two (N, 3, H, W) batches of equal shape, got {tuple(frame1.shape)} and {tuple(frame2.shape)}")
+        if frame1.shape[0] == 0:
+            return torch.empty(frame1.shape, dtype=torch.float32)
+        pin = self.device.type == "cuda"
+        frame1 = self._to_device(frame1, pin)
+        frame2 = self._to_device(frame2, pin)
+        height, width = frame1.shape[-2:]
+        # Statistics of the whole frame, so every tile is normalised alike.
+        stats = joint_normalisation(frame1, frame2)
+        pad_h, pad_w = self._round(height) - height, self._round(width) - width
+        if pad_h or pad_w:
+            frame1 = F.pad(frame1, [0, pad_w, 0, pad_h], mode="replicate")
+            frame2 = F.pad(frame2, [0, pad_w, 0, pad_h], mode="replicate")
+        with use_op_impl(self.op_impl):
+            if self.tiling.tile and frame1.shape[-2] * frame1.shape[-1] > self.tiling.max_pixels:
+                output = self._tiled(frame1, frame2, stats)
+            else:
+                output = self._run(frame1, frame2, stats)
+        return output[..., :height, :width].clamp_(0, 1).float().cpu()
+
+    def _to_device(self, frame: torch.Tensor, pin: bool) -> torch.Tensor:
+        if pin and frame.device.type == "cpu":
+            frame = frame.pin_memory()
+        return frame.to(self.device, torch.float32, non_blocking=pin)
+
+    def _run(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        if self.precision == "fp32":
+            return self.model(frame1, frame2, stats).float()
+        with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
+            return self.model(frame1, frame2, stats).float()
+
+    def _tiled(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        height, width = frame1.shape[-2:]
+        tile = self._round(self.tiling.tile)
+        context = self._pad_context
+        output = torch.empty(frame1.shape, dtype=torch.float32, device=self.device)
+        for top in range(0, height, tile):
+            for left in range(0, width, tile):
+                # Tile origins and extents are multiples of the stride, so every tile
+                # pools exactly the pixels the whole frame would.
+                y0, y1 = max(top - context, 0), min(top + tile + context, height)
+                x0, x1 = max(left - context, 0), min(left + tile + context, width)
+                result = self._run(frame1[..., y0:y1, x0:x1], frame2[..., y0:y1, x0:x1], stats)
+                bottom, right = min(top + tile, height), min(left + tile, width)
+                output[..., top:bottom, left:right] = result[..., top - y0 : bottom - y0, left - x0 : right - x0]
+        return output
+
+
+def count_tiles(height: int, width: int, tiling: Tiling, stride: int = 32) -> int:
+    """How many tiles a frame of this size is cut into (1 when it runs whole)."""
+    padded_h, padded_w = -(-height // stride) * stride, -(-width // stride) * stride
+    if not tiling.tile or padded_h * padded_w <= tiling.max_pixels:
+        return 1
+    tile = -(-tiling.tile // stride) * stride
+    return math.ceil(padded_h / tile) * math.ceil(padded_w / tile)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sepconv_cli.models.registry import build_model
+
+# Tiny networks keep the suite to seconds on two CPU cores; the architecture, padding
+# and synthesis code paths are the same as the full 21.7 M-parameter model's.
+TINY_SEPCONV = {"kernel_size": 5, "channels": [4, 4, 8, 8, 8]}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def tiny_sepconv() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("sepconv", TINY_SEPCONV).eval()
+
+
+TINY_DSEPCONV = {"kernel_size": 3, "channels": [4, 4, 8, 8, 8]}
+
+
+@pytest.fixture
+def tiny_dsepconv() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("dsepconv", TINY_DSEPCONV).eval()
