@@ -1,0 +1,174 @@
+"""Torch datasets for training: the patch cache, or procedural scenes rendered on the fly.
+
+An item is a ``(3, 3, crop, crop)`` uint8 tensor: frames t = 0, 0.5, 1 (RGB, rows,
+columns). Items stay uint8 until they reach the device (a quarter of the bytes to copy);
+``to_frames`` turns a batch into the network's float inputs and target.
+
+Augmentation (the KTH replication's, after SepConv): a random ``crop`` × ``crop`` window
+of the (150 × 150) patch, then one of {horizontal flip, vertical flip, 90° rotation (+ or
+−, equally likely), identity} with probability 1/4 each, then a temporal swap (frames 0
+and 1 exchanged, the middle one stays) with probability 1/2.
+
+Every random choice for item ``i`` in epoch ``e`` comes from
+``numpy.random.default_rng([seed, e, i])``: an item does not depend on the worker that
+reads it nor on what was read before, so a resumed run sees exactly the data the
+uninterrupted run would have seen, and every process of a distributed run agrees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sepconv_cli.data.cache import PatchCache
+from sepconv_cli.errors import InputError
+
+TRANSFORMS = ("hflip", "vflip", "rotate", "identity")
+
+
+def augment(triplet: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndarray:
+    """Random crop, one flip/rotation/identity, temporal swap with p = 1/2.
+
+    ``triplet``: (3, 3, S, S) array (any dtype); returns a contiguous (3, 3, crop, crop) copy.
+    """
+    size = triplet.shape[-1]
+    y, x = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
+    out = triplet[..., y : y + crop, x : x + crop]
+    transform = TRANSFORMS[int(rng.integers(len(TRANSFORMS)))]
+    turn = 1 if rng.random() < 0.5 else -1  # drawn always, so the stream does not depend on the choice
+    if transform == "hflip":
+        out = out[..., ::-1]
+    elif transform == "vflip":
+        out = out[..., ::-1, :]
+    elif transform == "rotate":
+        out = np.rot90(out, k=turn, axes=(-2, -1))
+    if rng.random() < 0.5:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
+
+
+def centre_crop(triplet: np.ndarray, crop: int) -> np.ndarray:
+    size = triplet.shape[-1]
+    start = (size - crop) // 2
+    return np.ascontiguousarray(triplet[..., start : start + crop, start : start + crop])
+
+
+def to_frames(batch: torch.Tensor, device: torch.device | str | None = None,
+              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 3, 3, S, S) uint8 → frame1, middle, frame2, each (B, 3, S, S) float32 in [0, 1]."""
+    batch = batch.to(device, non_blocking=True) if device is not None else batch
+    frames = batch.float().div_(255)
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    return tuple(frames[:, t].contiguous(memory_format=memory) for t in range(3))  # type: ignore[return-value]
+
+
+class _Augmented(Dataset):
+    def __init__(self, crop: int, augmented: bool, seed: int) -> None:
+        self.crop = crop
+        self.augmented = augmented
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch's augmentations (call before iterating; DataLoader workers are re-made each epoch)."""
+        self.epoch = int(epoch)
+
+    def _finish(self, triplet: np.ndarray, index: int) -> torch.Tensor:
+        if self.augmented:
+            triplet = augment(triplet, np.random.default_rng([self.seed, self.epoch, index]), self.crop)
+        else:
+            triplet = centre_crop(triplet, self.crop)
+        return torch.from_numpy(triplet)
+
+
+class TripletDataset(_Augmented):
+    """Triplets ``indices`` of a ``PatchCache`` (all when None), cropped and augmented.
+
+    ``augmented=False`` (validation) gives the centre crop, unchanged.
+    """
+
+    def __init__(self, cache: PatchCache, indices: Sequence[int] | None = None, crop: int = 128,
+                 augmented: bool = True, seed: int = 0) -> None:
+        super().__init__(crop, augmented, seed)
+        if crop > cache.size:
+            raise InputError(f"crop of {crop} px is larger than the cache's {cache.size} px patches")
+        self.cache = cache
+        self.indices = np.arange(len(cache)) if indices is None else np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        index = int(self.indices[i])
+        return self._finish(np.asarray(self.cache[index]), index)
+
+
+class SceneDataset(_Augmented):
+    """``length`` procedural scenes per epoch, rendered when read (see ``data.synthetic``).
+
+    Item ``i`` of epoch ``e`` is scene ``e * length + i`` of stream ``seed`` (new scenes every
+    epoch) or, with ``fixed=True`` (validation), scene ``i`` every epoch. Scenes render at
+    ``config.size`` px and are cropped like cache patches. ``photos`` is a folder of images
+    or a ``PhotoBank``; rendering is on the CPU (this runs in DataLoader workers).
+    """
+
+    def __init__(self, photos: str | Path | object, length: int, crop: int = 128, augmented: bool = True,
+                 seed: int = 0, fixed: bool = False, config: object | None = None) -> None:
+        from sepconv_cli.data.synthetic import SceneConfig, SceneRenderer
+
+        super().__init__(crop, augmented, seed)
+        config = config or SceneConfig()
+        if crop > config.size:
+            raise InputError(f"crop of {crop} px is larger than the {config.size} px scenes")
+        if length < 1:
+            raise InputError("a scene dataset needs at least one scene per epoch")
+        self.renderer = SceneRenderer(photos, config, device="cpu")
+        self.length = int(length)
+        self.fixed = fixed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        scene = i if self.fixed else self.epoch * self.length + i
+        triplet = self.renderer.render([scene], seed=self.seed).to_uint8()[0]
+        return self._finish(triplet, scene)
+
+
+def split_cache(cache: PatchCache, fraction: float, seed: int = 0, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation triplet indices of ``cache``.
+
+    Whole units (blocks of consecutive triplets of one sequence) are held out, so that a
+    validation triplet's near-duplicate neighbours are not trained on; with a single unit
+    the split falls back to single triplets. About ``fraction`` of the triplets (at least
+    one, at most ``limit``) go to validation; ``fraction = 0`` gives no validation set.
+    """
+    n = len(cache)
+    if fraction <= 0:
+        return np.arange(n), np.arange(0)
+    want = max(1, int(round(fraction * n)))
+    if limit is not None:
+        want = min(want, limit)
+    rng = np.random.default_rng([seed, 0x5A11])
+    counts = [u.patches for u in cache.index.units if u.patches and u.shard]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    held: list[np.ndarray] = []
+    total = 0
+    for unit in rng.permutation(len(counts)):
+        if total >= want:
+            break
+        if total + counts[unit] <= 2 * want:  # a unit far larger than wanted is skipped
+            held.append(np.arange(starts[unit], starts[unit] + counts[unit]))
+            total += counts[unit]
+    if total == 0 or total >= n:  # one unit, or units too large: hold out single triplets
+        val = np.sort(rng.permutation(n)[:want])
+    else:
+        val = np.sort(np.concatenate(held))
+    mask = np.ones(n, dtype=bool)
+    mask[val] = False
+    # Held-out triplets beyond ``limit`` are neither trained on nor validated.
+    return np.flatnonzero(mask), val[:limit] if limit is not None else val
