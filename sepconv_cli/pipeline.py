@@ -1,0 +1,376 @@
+"""Raise a video's frame rate by 2, 4 or 8 with any midpoint interpolator, streaming.
+
+``interpolate_video`` decodes the input one frame at a time (``video.FrameReader``),
+asks ``midpoint`` for the frames between each pair of neighbours (in batches of
+``batch_size`` pairs, recursively for factors 4 and 8), and encodes the result
+(``video.VideoWriter``) together with the input's audio and subtitles, which are
+copied, not re-encoded. Memory holds the previous frame and one batch, whatever the
+length of the video.
+
+Timing, frame count and duration
+--------------------------------
+With ``factor`` F and N input frames the output has exactly F·N frames and the same
+duration as the input. Each input frame keeps its own timestamp; the F−1 new frames
+between input frames *a* and *b* sit at the exact fractions k/F of the interval
+between their real timestamps (the output time base is the input's divided by F, so
+every timestamp is an integer, and variable-frame-rate input keeps its timing). The
+output's nominal rate is exactly F × the input's, as a fraction (30000/1001 fps in
+gives 60000/1001 out). The last input frame has no successor, so it is shown F times
+(itself and F−1 copies) spread over its own duration (the container's frame duration,
+else the interval before it), which keeps the video as long as its audio.
+
+Shot cuts
+---------
+Between two neighbours that ``scenes.is_cut`` calls a cut, nothing is blended: the
+earlier frame is repeated for the in-between frames (counted in the report's ``cuts``).
+``scene_threshold <= 0`` turns detection off.
+
+Bad input (each an ``InputError``, nothing left under the output name)
+----------------------------------------------------------------------
+Missing file, not a video, no video stream, no decodable frame, and a video with a
+single frame (there is nothing to interpolate between; use a video of at least two
+frames). Corrupt or truncated data is skipped with a warning, counted in the report's
+``skipped_packets``, as long as at least two frames decode. Odd sizes (e.g. 175×143)
+work: libx264/libx265 cannot subsample them to 4:2:0, so they are written 4:4:4 with a
+warning (FFV1 keeps 4:2:0).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sepconv_cli import scenes
+from sepconv_cli.errors import InputError, OutputError
+from sepconv_cli.video import Frame, FrameReader, VideoWriter, probe
+
+__all__ = ["FRAME_COUNT_NOTE", "InterpolationReport", "VideoOptions", "check_paths", "interpolate_video"]
+
+Midpoint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Progress = Callable[[int, "int | None"], None]
+
+FRAME_COUNT_NOTE = (
+    "With --factor F, N input frames become F×N output frames at exactly F times the "
+    "input frame rate (30000/1001 fps becomes 60000/1001). Every new frame sits at the "
+    "exact time fraction between its two neighbours, so variable-frame-rate video keeps "
+    "its timing. The last frame has no successor, so it is repeated F−1 times over its "
+    "own duration: the output is exactly as long as the input and stays in sync with "
+    "the audio, which is copied unchanged. At a shot cut the earlier frame is repeated "
+    "instead of blending two unrelated pictures."
+)
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How ``interpolate_video`` writes its output.
+
+    ``factor``: 2, 4 or 8 (4 and 8 by recursive midpoints). ``codec``/``crf``/
+    ``preset``: the video encoder and its quality settings (libx264/libx265).
+    ``lossless``: FFV1 in Matroska instead (output must end in ``.mkv``).
+    ``overwrite``: replace an existing output. ``scene_threshold``: cut sensitivity
+    for ``scenes.is_cut`` (``<= 0`` disables cut detection). ``batch_size``: frame
+    pairs per ``midpoint`` call. ``codec_options``: extra encoder options.
+    """
+
+    factor: int = 2
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "medium"
+    lossless: bool = False
+    overwrite: bool = False
+    scene_threshold: float = scenes.DEFAULT_THRESHOLD
+    batch_size: int = 1
+    codec_options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InterpolationReport:
+    """What ``interpolate_video`` did. Durations are in seconds, rates in frames/second."""
+
+    input_path: Path
+    output_path: Path
+    factor: int
+    input_frames: int
+    output_frames: int
+    input_rate: Fraction
+    output_rate: Fraction
+    input_duration: float
+    output_duration: float
+    cuts: int
+    skipped_packets: int
+    seconds: float
+    pix_fmt: str = ""
+    audio_copied: int = 0
+    audio_reencoded: int = 0
+    subtitles_copied: int = 0
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        rate_in = _fmt_rate(self.input_rate)
+        rate_out = _fmt_rate(self.output_rate)
+        parts = [
+            f"{self.input_frames} → {self.output_frames} frames",
+            f"{rate_in} → {rate_out} fps",
+            f"{self.output_duration:.3f} s",
+        ]
+        if self.cuts:
+            parts.append(f"{self.cuts} cut{'s' if self.cuts != 1 else ''} not blended")
+        if self.skipped_packets:
+            parts.append(f"{self.skipped_packets} corrupt packet(s) skipped")
+        parts.append(f"in {self.seconds:.1f} s")
+        return f"{self.output_path.name}: " + ", ".join(parts)
+
+
+def _fmt_rate(rate: Fraction) -> str:
+    if rate.denominator == 1:
+        return str(rate.numerator)
+    return f"{rate.numerator}/{rate.denominator} (≈{float(rate):.3f})"
+
+
+# -- safety ------------------------------------------------------------------------
+
+
+def check_paths(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an input or output that ``interpolate_video`` could not use."""
+    if not src.exists():
+        raise InputError(f"input video not found: {src}")
+    if src.is_dir():
+        raise InputError(f"input is a folder, not a video file: {src}")
+    if src.resolve() == dst.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+        raise OutputError(f"output {dst} is the input video; choose another output name")
+    if dst.is_dir():
+        raise OutputError(f"output {dst} is a folder; give a file name such as {dst / (src.stem + '.2x.mp4')}")
+    if dst.exists() and not overwrite:
+        raise OutputError(f"output {dst} already exists (use --overwrite to replace it)")
+    folder = dst.parent
+    if not folder.exists():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not folder.is_dir():
+        raise OutputError(f"output folder is not a folder: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to output folder {folder}: permission denied")
+
+
+def _temp_path(dst: Path) -> Path:
+    return dst.with_name(f".{dst.stem}.partial-{secrets.token_hex(4)}{dst.suffix}")
+
+
+# -- conversion ----------------------------------------------------------------------
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8/uint16 → ``(3, H, W)`` float32 in [0, 1] (full precision)."""
+    top = 65535.0 if rgb.dtype == np.uint16 else 255.0
+    return torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).div_(top)
+
+
+def _to_rgb(t: torch.Tensor, deep: bool) -> np.ndarray:
+    top = 65535.0 if deep else 255.0
+    arr = t.detach().to("cpu", torch.float32).clamp(0, 1).mul(top).round_().permute(1, 2, 0)
+    return np.ascontiguousarray(arr.numpy().astype(np.uint16 if deep else np.uint8))
+
+
+def _original(frame: Frame):
+    """An input frame as the writer should get it: the decoded frame itself when there
+    is one (no RGB round trip, so lossless output keeps it bit for bit), else its RGB."""
+    return frame.source if frame.source is not None else frame.rgb
+
+
+class _Interpolator:
+    """Runs ``midpoint`` over batches of frame pairs, recursively for factors 4 and 8."""
+
+    def __init__(self, midpoint: Midpoint, factor: int, batch_size: int) -> None:
+        self.midpoint = midpoint
+        self.factor = factor
+        self.batch_size = batch_size
+
+    def _call(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for start in range(0, a.shape[0], self.batch_size):
+            m = self.midpoint(a[start : start + self.batch_size], b[start : start + self.batch_size])
+            if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(a[start : start + self.batch_size].shape):
+                got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+                raise ValueError(f"midpoint returned {got}, expected {tuple(a[start:start + self.batch_size].shape)}")
+            outs.append(m.detach().to("cpu", torch.float32))
+        return torch.cat(outs)
+
+    def between(self, pairs: list[tuple[Frame, Frame]]) -> list[list[torch.Tensor]]:
+        """For each pair, the ``factor - 1`` frames in between, as (3, H, W) tensors."""
+        if not pairs:
+            return []
+        f = self.factor
+        # positions[i][j]: frame j/f of the way from pair i's first to its second frame
+        positions: list[dict[int, torch.Tensor]] = [
+            {0: _to_tensor(a.rgb), f: _to_tensor(b.rgb)} for a, b in pairs
+        ]
+        step = f
+        while step > 1:
+            half = step // 2
+            jobs = [(i, j) for i in range(len(pairs)) for j in range(0, f, step)]
+            a = torch.stack([positions[i][j] for i, j in jobs])
+            b = torch.stack([positions[i][j + step] for i, j in jobs])
+            mids = self._call(a, b)
+            for (i, j), m in zip(jobs, mids):
+                positions[i][j + half] = m
+            step = half
+        return [[p[k] for k in range(1, f)] for p in positions]
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def interpolate_video(
+    src: str | Path,
+    dst: str | Path,
+    midpoint: Midpoint,
+    *,
+    options: VideoOptions = VideoOptions(),
+    progress: Progress | None = None,
+) -> InterpolationReport:
+    """Write ``src`` at ``options.factor`` times its frame rate to ``dst``.
+
+    ``midpoint(a, b)`` takes two float32 CPU tensors ``(N, 3, H, W)`` in [0, 1] (N frame
+    pairs; 8-bit video arrives as uint8/255, deeper video as uint16/65535) and returns
+    the ``(N, 3, H, W)`` frames halfway between them, in [0, 1].
+
+    Output: ``factor × N`` frames for N input frames, at exactly ``factor ×`` the input
+    rate, new frames at the exact timestamp fractions between their neighbours (VFR
+    timing kept), the last frame repeated ``factor − 1`` times over its own duration so
+    the duration is unchanged; no blending across shot cuts (the earlier frame is
+    repeated). Audio is copied (see ``VideoWriter``). See the module docstring for the
+    full rules and the bad inputs refused with ``InputError`` / ``OutputError``.
+
+    The output is written to a hidden temporary file next to ``dst`` and renamed over it
+    at the end; on any error or interruption the temporary file is deleted and ``dst`` is
+    left as it was. The input is only read. ``progress(done, total)`` is called after
+    each input frame (``total`` is ``None`` when the container does not say).
+    """
+    started = time.perf_counter()
+    if options.factor not in (2, 4, 8):
+        raise ValueError(f"factor must be 2, 4 or 8, not {options.factor}")
+    if options.batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {options.batch_size}")
+    src, dst = Path(src), Path(dst)
+    check_paths(src, dst, options.overwrite)
+    info = probe(src)
+    factor = options.factor
+    deep = info.bit_depth > 8
+    threshold = options.scene_threshold
+    interp = _Interpolator(midpoint, factor, options.batch_size)
+    total = info.frames
+    if total is None and info.duration and info.frame_rate:
+        total = max(2, round(info.duration * info.frame_rate))  # an estimate (e.g. Matroska)
+
+    tmp = _temp_path(dst)
+    writer: VideoWriter | None = None
+    cuts = 0
+    done = 0
+    written = 0
+    first_ts: int | None = None
+    end_ts = 0
+    try:
+        with FrameReader(src, info) as reader:
+            frames = iter(reader)
+            first = next(frames, None)  # InputError from the reader when nothing decodes
+            second = next(frames, None)
+            if first is None or second is None:
+                raise InputError(
+                    f"{src} has only one video frame; interpolation needs at least two"
+                )
+            first_ts = first.timestamp
+            writer = VideoWriter(
+                tmp,
+                info,
+                rate=info.frame_rate * factor if info.frame_rate else None,
+                time_base=info.time_base / factor,
+                codec=options.codec,
+                crf=options.crf,
+                preset=options.preset,
+                lossless=options.lossless,
+                codec_options=options.codec_options,
+                display_name=dst.name,
+            )
+
+            def emit(pairs: list[tuple[Frame, Frame]]) -> None:
+                nonlocal cuts, done, written
+                is_cut = [threshold > 0 and scenes.is_cut(a.rgb, b.rgb, threshold) for a, b in pairs]
+                cuts += sum(is_cut)
+                blended = interp.between([p for p, c in zip(pairs, is_cut) if not c])
+                blended_iter = iter(blended)
+                for (a, b), cut in zip(pairs, is_cut):
+                    # Output time base = input's / factor: frame a sits at a·factor and the
+                    # k-th new frame k/factor of the way to b at a·factor + k·(b − a).
+                    step = b.timestamp - a.timestamp
+                    mids = None if cut else next(blended_iter)
+                    writer.write(_original(a), a.timestamp * factor, step)
+                    for k in range(1, factor):
+                        image = _original(a) if cut else _to_rgb(mids[k - 1], deep)
+                        writer.write(image, a.timestamp * factor + k * step, step)
+                    written += factor
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+
+            # Emit each batch as soon as it is full: memory holds one batch of pairs
+            # plus the previous frame, whatever the length of the video.
+            pending: list[tuple[Frame, Frame]] = [(first, second)]
+            before_last, last = first, second
+            while True:
+                if len(pending) >= options.batch_size:
+                    emit(pending)
+                    pending = []
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                pending.append((last, frame))
+                before_last, last = last, frame
+            emit(pending)
+            skipped = reader.skipped_packets
+
+            # The last frame: shown `factor` times over its own duration.
+            step = last.duration or (last.timestamp - before_last.timestamp)
+            for k in range(factor):
+                writer.write(_original(last), last.timestamp * factor + k * step, step)
+            written += factor
+            done += 1
+            end_ts = last.timestamp + step
+            if progress is not None:
+                progress(done, total)
+            writer.close()
+        os.replace(tmp, dst)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+    duration = float((end_ts - first_ts) * info.time_base)
+    return InterpolationReport(
+        input_path=src,
+        output_path=dst,
+        factor=factor,
+        input_frames=done,
+        output_frames=written,
+        input_rate=info.frame_rate,
+        output_rate=info.frame_rate * factor,
+        input_duration=duration,
+        output_duration=duration,
+        cuts=cuts,
+        skipped_packets=skipped,
+        seconds=time.perf_counter() - started,
+        pix_fmt=writer.pix_fmt,
+        audio_copied=writer.audio_copied,
+        audio_reencoded=writer.audio_reencoded,
+        subtitles_copied=writer.subtitles_copied,
+    )

@@ -1,0 +1,845 @@
+"""Streaming video input and output with PyAV, independent of any model.
+
+Reading (``probe``, ``iter_frames``, ``FrameReader``) turns the first video stream of a
+file into RGB numpy frames one at a time, so memory does not grow with the video's
+length. Writing (``VideoWriter``) encodes RGB frames (or decoded frames passed through
+untouched) with libx264 by default, keeps the input's pixel format, colour tags and
+rotation where the codec allows, and copies the input's audio and subtitle streams
+packet by packet, interleaved with the video by timestamp.
+
+Nothing here prints or exits: bad input raises ``InputError``, output problems
+``OutputError`` (one-line messages), and recoverable problems are reported with
+``warnings.warn(..., VideoWarning)``.
+
+Colour conversion: YUV is converted to RGB (and back) with the stream's own matrix
+and range. Untagged streams are taken to be BT.709 when at least 720 rows (or 1280
+columns) tall and BT.601 below, as most players do, and limited ("tv") range unless
+the pixel format is a full-range ``yuvj*`` one. Transfer and primaries are never
+converted, only carried over as tags.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from sepconv_cli.errors import InputError, OutputError
+
+__all__ = [
+    "Frame",
+    "FrameReader",
+    "VideoInfo",
+    "VideoWarning",
+    "VideoWriter",
+    "choose_pix_fmt",
+    "iter_frames",
+    "probe",
+]
+
+
+class VideoWarning(UserWarning):
+    """Something in a video was skipped, dropped or re-encoded; the output is still usable."""
+
+
+# AVColorSpace (stream/frame matrix tag) -> swscale matrix name.
+_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
+_RANGE_NAMES = {0: "unspecified", 1: "tv", 2: "pc"}
+_SWS_FLAGS = (
+    Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
+)
+# Where 4:2:0 chroma samples sit, by source codec. PyAV does not expose the stream's
+# chroma location, so it is inferred from the codec's convention (the decoders of these
+# codecs report it so) and written to the output explicitly: otherwise a lossless
+# re-encode in a codec with another default (FFV1, JPEG) would shift the chroma.
+_CHROMA_LEFT = {"h264", "hevc", "vvc", "mpeg2video", "mpeg4", "h263", "vc1", "wmv3"}
+_CHROMA_CENTER = {"mjpeg", "mpeg1video", "theora"}
+# Codecs that encode 4:2:0 at odd sizes. is known to reject 4:2:0 at odd sizes in the common encoders.
+_ODD_SIZE_OK = {"ffv1"}
+
+
+def _bit_depth(pix_fmt: str | None) -> int:
+    if not pix_fmt:
+        return 8
+    try:
+        bits = max(c.bits for c in av.VideoFormat(pix_fmt).components)
+    except (ValueError, av.error.FFmpegError):
+        return 8
+    return 8 if bits <= 8 else 10 if bits <= 10 else 12 if bits <= 12 else 16
+
+
+def _is_full_range_fmt(pix_fmt: str | None) -> bool:
+    return bool(pix_fmt) and pix_fmt.startswith("yuvj")
+
+
+def _is_rgb_fmt(pix_fmt: str | None) -> bool:
+    if not pix_fmt:
+        return False
+    try:
+        return av.VideoFormat(pix_fmt).is_rgb
+    except (ValueError, av.error.FFmpegError):
+        return False
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` learns about a file's first video stream (and the file's other streams).
+
+    ``frame_rate`` is the stream's average rate (``Fraction(0)`` when unknown);
+    ``frames`` and ``duration`` (seconds) are ``None`` when the container does not say.
+    Colour tags are FFmpeg's enum values (0 or 2 = unspecified): ``color_range``
+    (1 = tv/limited, 2 = pc/full), ``colorspace`` (the YUV matrix, e.g. 1 = BT.709,
+    6 = BT.601), ``color_primaries`` and ``color_trc`` (transfer). ``rotation`` is the
+    display-matrix rotation in degrees, counter-clockwise (0 when absent).
+    """
+
+    path: Path
+    width: int
+    height: int
+    frame_rate: Fraction
+    time_base: Fraction
+    frames: int | None
+    duration: float | None
+    pix_fmt: str
+    bit_depth: int
+    codec: str
+    color_range: int = 0
+    colorspace: int = 2
+    color_primaries: int = 2
+    color_trc: int = 2
+    rotation: int = 0
+    audio_streams: int = 0
+    subtitle_streams: int = 0
+    start_time: Fraction = Fraction(0)
+
+    @property
+    def chroma_location(self) -> str | None:
+        """Where subsampled chroma sits ("left", "center"), from the codec's convention; None if unknown."""
+        if self.codec in _CHROMA_LEFT:
+            return "left"
+        if self.codec in _CHROMA_CENTER:
+            return "center"
+        return None
+
+    @property
+    def matrix(self) -> str:
+        """The swscale matrix used for YUV<->RGB (the tag, or the size-based guess)."""
+        if self.colorspace in _MATRIX:
+            return _MATRIX[self.colorspace]
+        return "ITU709" if self.height >= 720 or self.width >= 1280 else "ITU601"
+
+    @property
+    def full_range(self) -> bool:
+        """True when the YUV samples use the full (pc/jpeg) range."""
+        return self.color_range == 2 or (self.color_range == 0 and _is_full_range_fmt(self.pix_fmt))
+
+    @property
+    def range_name(self) -> str:
+        return _RANGE_NAMES.get(self.color_range, str(self.color_range))
+
+
+@dataclass
+class Frame:
+    """One decoded frame: ``rgb`` is ``(H, W, 3)`` uint8 for 8-bit video, uint16 (full
+    0..65535 scale, i.e. rgb48) for deeper video; ``pts`` is in seconds (exact);
+    ``timestamp`` is the same instant in the stream's ``time_base`` units; ``duration``
+    in those units when the container says (else ``None``); ``index`` counts the frames
+    yielded, from 0. ``source`` is the decoded PyAV frame, which ``VideoWriter`` can
+    re-encode without the RGB round trip."""
+
+    rgb: np.ndarray
+    pts: Fraction
+    index: int
+    timestamp: int = 0
+    duration: int | None = None
+    source: Any = field(default=None, repr=False, compare=False)
+
+
+def _open_input(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input video not found: {path}")
+    if path.is_dir():
+        raise InputError(f"input is a folder, not a video file: {path}")
+    try:
+        return av.open(str(path), "r")
+    except av.error.PermissionError:
+        raise InputError(f"cannot read {path}: permission denied") from None
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(
+            f"not a video FFmpeg can read: {path} ({reason}; is it truncated or not a video?)"
+        ) from None
+
+
+def _video_stream(container: av.container.InputContainer, path: str | Path):
+    for stream in container.streams.video:
+        if stream.disposition & av.stream.Disposition.attached_pic:
+            continue  # cover art, not the video
+        return stream
+    raise InputError(f"no video stream in {path} (audio-only or data file?)")
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Describe ``path``'s first video stream; raises ``InputError`` if there is none.
+
+    Decodes at most the first frame (for the rotation, which FFmpeg exports as frame
+    side data); everything else comes from the container headers.
+    """
+    container = _open_input(path)
+    with container:
+        stream = _video_stream(container, path)
+        ctx = stream.codec_context
+        tb = stream.time_base or Fraction(1, 90000)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(0)
+        if stream.duration:
+            duration = float(stream.duration * tb)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = None
+        pix_fmt = ctx.pix_fmt or ""
+        rotation = 0
+        try:
+            stream.codec_context.thread_type = "AUTO"
+            for packet in container.demux(stream):
+                got = stream.decode(packet)
+                if got:
+                    rotation = int(round(got[0].rotation or 0))
+                    pix_fmt = pix_fmt or got[0].format.name
+                    break
+        except (av.error.FFmpegError, EOFError):
+            pass
+        start = Fraction(stream.start_time * tb) if stream.start_time is not None else Fraction(0)
+        return VideoInfo(
+            path=Path(path),
+            width=ctx.width,
+            height=ctx.height,
+            frame_rate=Fraction(rate),
+            time_base=Fraction(tb),
+            frames=stream.frames or None,
+            duration=duration,
+            pix_fmt=pix_fmt,
+            bit_depth=_bit_depth(pix_fmt),
+            codec=ctx.name,
+            color_range=int(ctx.color_range or 0),
+            colorspace=int(ctx.colorspace if ctx.colorspace is not None else 2),
+            color_primaries=int(ctx.color_primaries if ctx.color_primaries is not None else 2),
+            color_trc=int(ctx.color_trc if ctx.color_trc is not None else 2),
+            rotation=rotation % 360,
+            audio_streams=len(container.streams.audio),
+            subtitle_streams=len(container.streams.subtitles),
+            start_time=start,
+        )
+
+
+class FrameReader:
+    """Iterate over a video's frames as ``Frame`` objects, one decoded frame in memory at a time.
+
+    Decoding uses FFmpeg's automatic (frame + slice) threading. Corrupt or truncated
+    data is not fatal: a packet the decoder rejects, or a read error part-way through
+    the file, is skipped and counted in ``skipped_packets`` and reported once with a
+    ``VideoWarning`` when iteration ends; frames decoded before and after it are still
+    yielded. Only when no frame at all decodes does iteration raise ``InputError``.
+    Frames whose timestamp does not increase are dropped (counted in
+    ``dropped_frames``); a missing timestamp is filled in from the previous frame.
+    Many demuxers treat cut-off data as a normal end of file, so when the frames end
+    well before the duration in the file's header a warning says so (``truncated``).
+    Frames that change size mid-stream are scaled back to the first frame's size.
+
+    Use as a context manager (or call ``close``) to release the file early.
+    """
+
+    def __init__(self, path: str | Path, info: VideoInfo | None = None) -> None:
+        self.path = Path(path)
+        self.info = info or probe(path)
+        self.skipped_packets = 0
+        self.dropped_frames = 0
+        self.frames_read = 0
+        self.truncated = False
+        self.deep = self.info.bit_depth > 8
+        self._container: av.container.InputContainer | None = None
+        self._reformatter = VideoReformatter()
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """Convert a decoded frame to ``(H, W, 3)`` RGB honouring the stream's matrix and range."""
+        info = self.info
+        rgb = self._reformatter.reformat(
+            frame,
+            width=info.width,
+            height=info.height,
+            format="rgb48le" if self.deep else "rgb24",
+            src_colorspace=info.matrix,
+            src_color_range="JPEG" if (info.full_range or _is_full_range_fmt(frame.format.name)) else "MPEG",
+            dst_color_range="JPEG",
+            interpolation=_SWS_FLAGS,
+        )
+        return np.ascontiguousarray(rgb.to_ndarray())
+
+    def __iter__(self) -> Iterator[Frame]:
+        info = self.info
+        self._container = container = _open_input(self.path)
+        stream = _video_stream(container, self.path)
+        stream.codec_context.thread_type = "AUTO"
+        tb = Fraction(stream.time_base or info.time_base)
+        step = round(1 / (info.frame_rate * tb)) if info.frame_rate else 1
+        last_ts: int | None = None
+        last_duration: int | None = None
+        self._first_ts = 0
+        resized_warned = False
+
+        def decoded() -> Iterator[av.VideoFrame]:
+            packets = container.demux(stream)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    return
+                except (av.error.FFmpegError, EOFError, OSError):
+                    # Truncated or unreadable data: stop reading, flush what we have.
+                    self.skipped_packets += 1
+                    try:
+                        yield from stream.decode(None)
+                    except av.error.FFmpegError:
+                        pass
+                    return
+                try:
+                    yield from stream.decode(packet)
+                except av.error.EOFError:
+                    return
+                except av.error.FFmpegError:
+                    self.skipped_packets += 1
+
+        try:
+            for vf in decoded():
+                ts = vf.pts
+                if ts is None:
+                    ts = 0 if last_ts is None else last_ts + max(1, step)
+                if last_ts is not None and ts <= last_ts:
+                    self.dropped_frames += 1
+                    continue
+                if (vf.width, vf.height) != (info.width, info.height) and not resized_warned:
+                    resized_warned = True
+                    warnings.warn(
+                        f"{self.path.name}: frame size changes to {vf.width}x{vf.height} at frame "
+                        f"{self.frames_read}; scaling back to {info.width}x{info.height}",
+                        VideoWarning,
+                        stacklevel=2,
+                    )
+                if last_ts is None:
+                    self._first_ts = ts
+                last_ts = ts
+                duration = vf.duration if vf.duration and vf.duration > 0 else None
+                last_duration = duration
+                frame = Frame(
+                    rgb=self.to_rgb(vf),
+                    pts=ts * tb,
+                    index=self.frames_read,
+                    timestamp=ts,
+                    duration=duration,
+                    source=vf,
+                )
+                self.frames_read += 1
+                yield frame
+        finally:
+            self.close()
+        if self.skipped_packets or self.dropped_frames:
+            parts = []
+            if self.skipped_packets:
+                parts.append(f"skipped {self.skipped_packets} corrupt or unreadable packet(s)")
+            if self.dropped_frames:
+                parts.append(f"dropped {self.dropped_frames} frame(s) with out-of-order timestamps")
+            warnings.warn(
+                f"{self.path.name}: {' and '.join(parts)}; {self.frames_read} frame(s) decoded",
+                VideoWarning,
+                stacklevel=2,
+            )
+        if self.frames_read and info.duration:
+            # Demuxers often treat cut-off data as a normal end of file: compare with
+            # the duration the headers promised and say so if much is missing.
+            frame_s = float(1 / info.frame_rate) if info.frame_rate else 0.04
+            covered = float((last_ts - self._first_ts) * tb) + (float(last_duration * tb) if last_duration else frame_s)
+            missing = info.duration - float(info.start_time) - covered
+            if missing > max(3 * frame_s, 0.05 * info.duration):
+                self.truncated = True
+                warnings.warn(
+                    f"{self.path.name}: video stops at {covered:.2f} s of the {info.duration:.2f} s its "
+                    f"header promises (truncated or corrupt file?)",
+                    VideoWarning,
+                    stacklevel=2,
+                )
+        if self.frames_read == 0:
+            raise InputError(
+                f"no decodable video frames in {self.path}"
+                + (f" ({self.skipped_packets} corrupt packet(s))" if self.skipped_packets else "")
+            )
+
+
+def iter_frames(path: str | Path) -> Iterator[Frame]:
+    """Yield ``path``'s video frames in presentation order; see ``FrameReader`` for the
+    handling of corrupt data (skip and warn; ``InputError`` only if nothing decodes)."""
+    with FrameReader(path) as reader:
+        yield from reader
+
+
+def choose_pix_fmt(codec: str, source_pix_fmt: str | None, bit_depth: int, width: int, height: int) -> str:
+    """The pixel format ``codec`` should encode to, keeping ``source_pix_fmt`` where possible.
+
+    Falls back to 4:2:0 at the source's bit depth (or the nearest deeper one the codec
+    has), and to 4:4:4 when the size is odd and the codec cannot subsample it (only
+    FFV1 encodes 4:2:0 at odd sizes).
+    """
+    try:
+        formats = [f.name for f in (av.Codec(codec, "w").video_formats or ())]
+    except (ValueError, av.error.FFmpegError):
+        raise OutputError(f"unknown video encoder {codec!r}") from None
+    src = source_pix_fmt or ""
+    if src.startswith("yuvj"):
+        src = "yuv" + src[4:]  # deprecated full-range aliases; the range is a tag instead
+    odd = width % 2 or height % 2
+
+    def fits(name: str) -> bool:
+        if not odd or codec in _ODD_SIZE_OK:
+            return True
+        fmt = av.VideoFormat(name, width, height)
+        return fmt.chroma_width(width) == width and fmt.chroma_height(height) == height
+
+    if not formats:
+        return src or "yuv420p"
+    if src in formats and fits(src):
+        return src
+    depths = [d for d in (8, 9, 10, 12, 14, 16) if d >= bit_depth] + [d for d in (16, 14, 12, 10, 9, 8) if d < bit_depth]
+    for chroma in ("420", "422", "444") if not odd or codec in _ODD_SIZE_OK else ("444",):
+        for depth in depths:
+            name = f"yuv{chroma}p" if depth == 8 else f"yuv{chroma}p{depth}le"
+            if name in formats and fits(name):
+                return name
+    usable = [f for f in formats if fits(f)]
+    return (usable or formats)[0]
+
+
+def _container_codec_ok(container: av.container.OutputContainer, codec: str) -> bool:
+    try:
+        return codec in container.supported_codecs
+    except Exception:  # noqa: BLE001 - older PyAV: assume yes, the muxer will say otherwise
+        return True
+
+
+class VideoWriter:
+    """Encode RGB frames to ``path``, carrying over ``template``'s streams and tags.
+
+    ``template`` (usually ``probe(input)``) gives the size, pixel format (kept where
+    ``codec`` allows it: 10-bit in gives yuv420p10le out with libx264/libx265/ffv1),
+    colour tags, rotation and the file whose audio and subtitle streams are copied
+    (``copy_streams=True``). Audio is copied without re-encoding; only a codec the
+    output container cannot hold is re-encoded (to AAC, or the container's default),
+    with a ``VideoWarning``. Subtitles the container cannot hold are dropped with a
+    warning, as are data and attachment streams. Copied packets are read from a second
+    demuxer of the source as the video advances, so audio is interleaved with video by
+    timestamp and never buffered whole.
+
+    ``time_base`` (default: the template's) is the unit of the integer ``pts`` passed to
+    ``write``; ``rate`` (default: the template's) is the nominal frame rate given to the
+    encoder. ``lossless=True`` encodes FFV1 and needs a ``.mkv`` path.
+
+    Use as a context manager: a normal exit flushes the encoder and the remaining
+    audio and writes the trailer; an exception closes the file without finishing it
+    (the caller deletes it).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        template: VideoInfo,
+        *,
+        rate: Fraction | None = None,
+        time_base: Fraction | None = None,
+        codec: str = "libx264",
+        crf: int = 18,
+        preset: str = "medium",
+        lossless: bool = False,
+        codec_options: dict[str, str] | None = None,
+        copy_streams: bool = True,
+        pix_fmt: str | None = None,
+        display_name: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.name = display_name or self.path.name  # in messages (e.g. the final name of a temp file)
+        self.template = template
+        self.time_base = Fraction(time_base or template.time_base)
+        self.rate = Fraction(rate or template.frame_rate or 25)
+        self.frames_written = 0
+        self.audio_copied = 0
+        self.audio_reencoded = 0
+        self.subtitles_copied = 0
+        self.streams_dropped = 0
+        self._durations: dict[int, int] = {}
+        self._side: av.container.InputContainer | None = None
+        self._side_packets: Iterator[av.Packet] | None = None
+        self._pending: av.Packet | None = None
+        self._stream_map: dict[int, Any] = {}
+        self._decoders: dict[int, Any] = {}
+        self._audio_next: dict[int, int] = {}
+        self._closed = False
+        self._reformatter = VideoReformatter()
+
+        if lossless:
+            codec = "ffv1"
+            if self.path.suffix.lower() != ".mkv":
+                raise OutputError(f"lossless output (FFV1) needs a .mkv file, not {self.name}")
+        self.codec = codec
+        self.pix_fmt = pix_fmt or choose_pix_fmt(codec, template.pix_fmt, template.bit_depth, template.width, template.height)
+        self.full_range = template.full_range
+
+        try:
+            self._out = av.open(str(self.path), "w")
+        except av.error.PermissionError:
+            raise OutputError(f"cannot write {self.name}: permission denied") from None
+        except (av.error.FFmpegError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise OutputError(
+                f"cannot create {self.name}: {reason} (use a .mp4, .mkv or .mov name)"
+            ) from None
+        try:
+            self._setup_video(crf, preset, codec_options or {})
+            if copy_streams:
+                self._setup_copies()
+            # Open the encoders and write the header now, so a bad combination fails
+            # before any decoding work rather than at the first frame.
+            self._out.start_encoding()
+        except av.error.FFmpegError as exc:
+            self.abort()
+            raise OutputError(f"cannot start writing {self.name}: {exc}") from None
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- setup ---------------------------------------------------------------------
+
+    def _setup_video(self, crf: int, preset: str, codec_options: dict[str, str]) -> None:
+        t = self.template
+        try:
+            canonical = av.Codec(self.codec, "w").canonical_name
+        except (ValueError, av.error.FFmpegError):
+            raise OutputError(f"unknown video encoder {self.codec!r}") from None
+        if not _container_codec_ok(self._out, canonical):
+            raise OutputError(f"a {self.path.suffix or 'this'} file cannot hold {self.codec} video; use .mkv or .mp4")
+        if self.pix_fmt != t.pix_fmt and t.pix_fmt and not (
+            t.pix_fmt.startswith("yuvj") and self.pix_fmt == "yuv" + t.pix_fmt[4:]
+        ):
+            if (t.width % 2 or t.height % 2) and "444" in self.pix_fmt:
+                warnings.warn(
+                    f"{t.width}x{t.height} is odd-sized, which {self.codec} cannot encode as 4:2:0; "
+                    f"writing {self.pix_fmt} (full chroma), which some players cannot play",
+                    VideoWarning,
+                    stacklevel=3,
+                )
+        options: dict[str, str] = {}
+        if self.codec in ("libx264", "libx265"):
+            options = {"crf": str(crf), "preset": preset}
+            if self.codec == "libx265":
+                options["x265-params"] = "log-level=error"
+        if t.chroma_location and av.VideoFormat(self.pix_fmt).chroma_width(64) < 64:
+            options["chroma_sample_location"] = t.chroma_location
+        options.update({k: str(v) for k, v in codec_options.items()})
+        try:
+            vs = self._out.add_stream(self.codec, rate=self.rate)
+        except (ValueError, av.error.FFmpegError) as exc:
+            raise OutputError(f"cannot encode {self.codec} into {self.path.suffix or 'this'} file: {exc}") from None
+        vs.width, vs.height = t.width, t.height
+        vs.pix_fmt = self.pix_fmt
+        vs.codec_context.time_base = self.time_base
+        vs.time_base = self.time_base
+        vs.options = options
+        ctx = vs.codec_context
+        ctx.thread_type = "AUTO"
+        if not _is_rgb_fmt(self.pix_fmt):
+            ctx.color_range = 2 if self.full_range else (t.color_range or 0)
+            ctx.colorspace = t.colorspace
+        ctx.color_primaries = t.color_primaries
+        ctx.color_trc = t.color_trc
+        if t.rotation:
+            vs.set_display_rotation(t.rotation)
+        self._video = vs
+
+    def _setup_copies(self) -> None:
+        t = self.template
+        self._side = side = _open_input(t.path)
+        selected = []
+        video_used = False
+        for s in side.streams:
+            if s.type == "video" and not video_used and not (s.disposition & av.stream.Disposition.attached_pic):
+                video_used = True
+                continue
+            if s.type == "audio":
+                if self._can_copy(s):
+                    out_s = self._out.add_stream_from_template(s)
+                    self.audio_copied += 1
+                else:
+                    out_s = self._reencoder(s)
+                    if out_s is None:
+                        self.streams_dropped += 1
+                        continue
+                    self.audio_reencoded += 1
+                    self._decoders[s.index] = s
+                selected.append(s)
+                self._stream_map[s.index] = out_s
+            elif s.type == "subtitle":
+                if self._can_copy(s):
+                    out_s = self._out.add_stream_from_template(s)
+                else:
+                    self.streams_dropped += 1
+                    warnings.warn(
+                        f"dropped subtitle stream #{s.index} ({s.codec_context.name if s.codec_context else '?'}): "
+                        f"a {self.path.suffix} file cannot hold it (use .mkv to keep it)",
+                        VideoWarning,
+                        stacklevel=4,
+                    )
+                    continue
+                self.subtitles_copied += 1
+                selected.append(s)
+                self._stream_map[s.index] = out_s
+            else:
+                self.streams_dropped += 1
+                warnings.warn(
+                    f"not copying {s.type} stream #{s.index} of {t.path.name}", VideoWarning, stacklevel=4
+                )
+        if selected:
+            self._side_packets = side.demux(*selected)
+        else:
+            side.close()
+            self._side = None
+
+    def _can_copy(self, s: Any) -> bool:
+        """Whether the output's muxer accepts stream ``s`` as is.
+
+        The codec tables FFmpeg answers queries from are optimistic (MOV claims FLAC
+        but refuses it in the header), so this writes a header with just that stream
+        to memory in the same format.
+        """
+        try:
+            with av.open(io.BytesIO(), "w", format=self._out.format.name) as scratch:
+                scratch.add_stream_from_template(s)
+                scratch.start_encoding()
+        except (ValueError, av.error.FFmpegError):
+            return False
+        except Exception:  # noqa: BLE001 - e.g. a trailer that cannot be written: header was fine
+            return True
+        return True
+
+    def _reencoder(self, s: Any) -> Any:
+        name = "aac" if _container_codec_ok(self._out, "aac") else self._out.default_audio_codec
+        src_name = s.codec_context.name if s.codec_context else "?"
+        try:
+            enc = self._out.add_stream(name, rate=s.codec_context.sample_rate)
+            # Demuxers may report only a channel count ("1 channels"); encoders want a layout.
+            layout = s.codec_context.layout
+            if layout.name.endswith("channels"):
+                n = layout.nb_channels
+                layout = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}.get(n, layout)
+            enc.layout = layout
+            formats = [f.name for f in (enc.codec_context.codec.audio_formats or ())]
+            if formats:
+                enc.format = formats[0]
+        except (ValueError, av.error.FFmpegError):
+            warnings.warn(
+                f"dropped audio stream #{s.index} ({src_name}): a {self.path.suffix} file cannot hold it",
+                VideoWarning,
+                stacklevel=5,
+            )
+            return None
+        warnings.warn(
+            f"audio stream #{s.index} ({src_name}) cannot go into a {self.path.suffix} file as is; "
+            f"re-encoding it to {name} (use .mkv to copy it untouched)",
+            VideoWarning,
+            stacklevel=5,
+        )
+        return enc
+
+    # -- copied streams --------------------------------------------------------------
+
+    def _mux_copied(self, packet: av.Packet) -> None:
+        out_s = self._stream_map[packet.stream.index]
+        if packet.stream.index in self._decoders:
+            src = self._decoders[packet.stream.index]
+            try:
+                for frame in src.decode(packet):
+                    self._encode_audio(packet.stream.index, frame)
+            except av.error.FFmpegError:
+                pass
+            return
+        packet.stream = out_s
+        self._out.mux(packet)
+
+    def _encode_audio(self, index: int, frame: av.AudioFrame) -> None:
+        """Re-encode one decoded audio frame, numbering samples continuously from the
+        first frame's timestamp (container timestamps may be rounded, e.g. to ms)."""
+        rate = frame.sample_rate
+        if index not in self._audio_next:
+            start = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else 0
+            self._audio_next[index] = round(start * rate)
+        frame.pts = self._audio_next[index]
+        frame.time_base = Fraction(1, rate)
+        self._audio_next[index] += frame.samples
+        self._out.mux(self._stream_map[index].encode(frame))
+
+    def _pump(self, until: Fraction | None) -> None:
+        """Mux copied packets whose timestamp is at or before ``until`` seconds (all if None)."""
+        if self._side_packets is None:
+            return
+        while True:
+            if self._pending is None:
+                try:
+                    packet = next(self._side_packets)
+                except StopIteration:
+                    self._side_packets = None
+                    return
+                except (av.error.FFmpegError, EOFError, OSError):
+                    self._side_packets = None  # truncated source: keep what was copied
+                    return
+                if packet.dts is None or packet.size == 0:
+                    continue
+                self._pending = packet
+            packet = self._pending
+            if until is not None and packet.dts * packet.time_base > until:
+                return
+            self._pending = None
+            self._mux_copied(packet)
+
+    # -- video -----------------------------------------------------------------------
+
+    def _to_video_frame(self, image: np.ndarray | av.VideoFrame) -> av.VideoFrame:
+        t = self.template
+        yuv_range = "JPEG" if self.full_range else "MPEG"
+        if isinstance(image, av.VideoFrame):
+            src_range = "JPEG" if (t.full_range or _is_full_range_fmt(image.format.name)) else "MPEG"
+            frame = self._reformatter.reformat(
+                image,
+                width=t.width,
+                height=t.height,
+                format=self.pix_fmt,
+                src_colorspace=t.matrix,
+                dst_colorspace=t.matrix,
+                src_color_range=src_range,
+                dst_color_range=yuv_range,
+                interpolation=_SWS_FLAGS,
+            )
+        else:
+            if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != (t.height, t.width):
+                raise ValueError(f"expected a ({t.height}, {t.width}, 3) RGB frame, got {image.shape}")
+            if image.dtype == np.uint8:
+                src = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            elif image.dtype == np.uint16:
+                src = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb48le")
+            else:
+                raise ValueError(f"RGB frames must be uint8 or uint16, got {image.dtype}")
+            frame = self._reformatter.reformat(
+                src,
+                format=self.pix_fmt,
+                dst_colorspace=t.matrix,
+                src_color_range="JPEG",
+                dst_color_range=yuv_range,
+                interpolation=_SWS_FLAGS,
+            )
+        frame.pict_type = 0  # never force the decoder's frame types on the encoder
+        if not _is_rgb_fmt(self.pix_fmt):
+            frame.color_range = 2 if self.full_range else (t.color_range or 0)
+            frame.colorspace = t.colorspace
+        frame.color_primaries = t.color_primaries
+        frame.color_trc = t.color_trc
+        return frame
+
+    def write(self, image: np.ndarray | av.VideoFrame, pts: int, duration: int | None = None) -> None:
+        """Encode one frame at ``pts`` (integer, in ``time_base`` units) lasting ``duration``.
+
+        ``image`` is ``(H, W, 3)`` RGB, uint8 or uint16 (rgb48), or a decoded
+        ``av.VideoFrame`` of the template's stream (re-encoded without an RGB round trip).
+        Timestamps must increase.
+        """
+        frame = self._to_video_frame(image)
+        frame.pts = int(pts)
+        frame.time_base = self.time_base
+        if duration:
+            self._durations[int(pts)] = int(duration)
+            if len(self._durations) > 4096:  # an encoder that rewrites pts: stay bounded
+                del self._durations[min(self._durations)]
+        try:
+            self._pump(pts * self.time_base)
+            self._mux_video(self._video.encode(frame))
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"writing {self.name} failed: {exc}") from None
+        self.frames_written += 1
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            if packet.pts is not None and packet.pts in self._durations:
+                packet.duration = self._durations.pop(packet.pts)
+            self._out.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder, copy the rest of the audio/subtitles and finish the file."""
+        if self._closed:
+            return
+        try:
+            self._mux_video(self._video.encode(None))
+            self._pump(None)
+            for index, src in self._decoders.items():
+                out_s = self._stream_map[index]
+                try:
+                    for frame in src.decode(None):
+                        self._encode_audio(index, frame)
+                except av.error.FFmpegError:
+                    pass
+                self._out.mux(out_s.encode(None))
+        except av.error.FFmpegError as exc:
+            self.abort()
+            raise OutputError(f"writing {self.name} failed: {exc}") from None
+        self._closed = True
+        if self._side is not None:
+            self._side.close()
+        try:
+            self._out.close()
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"finishing {self.name} failed: {exc}") from None
+
+    def abort(self) -> None:
+        """Close everything without finishing the file (after an error)."""
+        if self._closed:
+            return
+        self._closed = True
+        for container in (self._side, self._out):
+            if container is None:
+                continue
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001 - already failing; closing is best effort
+                pass
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
