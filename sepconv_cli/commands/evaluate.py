@@ -1,0 +1,136 @@
+"""``sepconv eval``: score models and baselines on a benchmark, on the same frames."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sepconv_cli.commands.progress import frame_progress
+from sepconv_cli.engine import PRECISIONS
+from sepconv_cli.evaluation import (
+    BASELINES,
+    BENCHMARKS,
+    DATA_ENV,
+    Evaluation,
+    SampleScore,
+    build_methods,
+    open_benchmark,
+    run_evaluation,
+    write_csv,
+    write_json,
+    write_report,
+)
+from sepconv_cli.models.registry import MODELS
+
+# Above this many samples the per-sample table is left to --json/--csv.
+MAX_SAMPLE_ROWS = 30
+WORST_FRAMES = 3
+
+
+def _cells(group: list[SampleScore]) -> list[list[str]]:
+    """Formatted PSNR/SSIM cells of one group of rows, the best of each in bold."""
+    best_psnr = max((s.psnr for s in group if not math.isnan(s.psnr)), default=math.nan)
+    best_ssim = max((s.ssim for s in group if not math.isnan(s.ssim)), default=math.nan)
+    rows = []
+    for s in group:
+        psnr, ssim = f"{s.psnr:.2f}", f"{s.ssim:.4f}"
+        rows.append([
+            f"[bold]{psnr}[/bold]" if len(group) > 1 and f"{best_psnr:.2f}" == psnr else psnr,
+            f"[bold]{ssim}[/bold]" if len(group) > 1 and f"{best_ssim:.4f}" == ssim else ssim,
+        ])
+    return rows
+
+
+def _ms_per_frame(s: SampleScore) -> str:
+    return f"{1000 * s.seconds / s.frames:.1f}" if s.frames else "-"
+
+
+def render_tables(result: Evaluation, console: Console) -> None:
+    overall = Table(title=f"{result.benchmark}: {result.triplets} frame(s), {len(result.sample_names)} sample(s)")
+    for column in ("method", "frames", "PSNR (dB)", "SSIM", "ms/frame"):
+        overall.add_column(column, justify="left" if column == "method" else "right")
+    summary = result.overall()
+    for s, (psnr, ssim) in zip(summary, _cells(summary)):
+        overall.add_row(s.method, str(s.frames), psnr, ssim, _ms_per_frame(s))
+    console.print(overall)
+    samples = result.sample_names
+    if len(samples) <= 1:
+        return
+    if len(samples) > MAX_SAMPLE_ROWS:
+        console.print(f"{len(samples)} samples: per-sample scores are in --json and --csv")
+        return
+    table = Table(title="per sample")
+    for column in ("sample", "method", "frames", "PSNR (dB)", "SSIM"):
+        table.add_column(column, justify="left" if column in ("sample", "method") else "right")
+    rows = result.per_sample()
+    for start in range(0, len(rows), len(result.methods)):
+        group = rows[start : start + len(result.methods)]
+        for k, (s, (psnr, ssim)) in enumerate(zip(group, _cells(group))):
+            table.add_row(s.sample if k == 0 else "", s.method, str(s.frames), psnr, ssim,
+                          end_section=k == len(group) - 1)
+    console.print(table)
+
+
+@click.command(name="eval")
+@click.option("--benchmark", "-b", required=True, type=click.Choice(list(BENCHMARKS)),
+              help="Dataset and protocol (layouts and protocols: see the README).")
+@click.option("--data", "-d", "data", multiple=True, type=click.Path(path_type=Path),
+              help=f"Dataset folder or video file [default: ${DATA_ENV}/BENCHMARK, else ./data/BENCHMARK]; "
+                   "repeatable for --benchmark video.")
+@click.option("--method", "-m", "methods", multiple=True, type=click.Choice([*BASELINES, *sorted(MODELS)]),
+              help="Method to score, repeatable [default: the baselines dup, blend, flow, minterpolate, "
+                   "plus the model of each --weights file].")
+@click.option("--weights", "-w", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Weights file for a model method (each file names its model); repeatable. "
+                   "Without it a model method uses the shipped weights.")
+@click.option("--tta", is_flag=True, help="Self-ensemble model methods over the 8 flips/rotations (8x slower).")
+@click.option("--limit", type=click.IntRange(1), help="Score only the first N triplets.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write one record per (benchmark, sample, method) to this JSON file.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write per-frame scores to this CSV file.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+              help=f"Write the {WORST_FRAMES} worst frames of each method beside the ground truth, "
+                   "and a per-frame PSNR plot, as PNGs in this folder.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (model methods).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Arithmetic of the network (model methods).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (use with --json/--csv).")
+def evaluate(
+    benchmark: str, data: tuple[Path, ...], methods: tuple[str, ...], weights: tuple[Path, ...], tta: bool,
+    limit: int | None, json_path: Path | None, csv_path: Path | None, report_dir: Path | None,
+    device: str, precision: str, quiet: bool,
+) -> None:
+    """Score interpolation methods on a benchmark, every method on the same frames.
+
+    \b
+    sepconv eval --benchmark middlebury --data ~/middlebury --weights sepconv.pt
+    sepconv eval --benchmark video --data clip.mp4 --method blend --method flow
+    """
+    dataset = open_benchmark(benchmark, list(data))
+    chosen = build_methods(
+        list(methods) or list(BASELINES),
+        weights=weights, tta=tta, device=device, precision=precision,
+    )
+    names = ", ".join(m.name for m in chosen)
+    with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=f"{benchmark}: {names}") as progress:
+        result = run_evaluation(dataset, chosen, limit=limit, keep_worst=WORST_FRAMES if report_dir else 0,
+                                progress=progress)
+    if json_path:
+        write_json(result, json_path)
+    if csv_path:
+        write_csv(result, csv_path)
+    if report_dir:
+        write_report(result, report_dir)
+    if quiet:
+        return
+    render_tables(result, Console())
+    if result.skipped:
+        first = result.skipped[0]
+        click.echo(f"skipped {len(result.skipped)} unreadable sample(s) or triplet(s), e.g. {first.sample}: {first.reason}",
+                   err=True)

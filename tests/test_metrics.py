@@ -1,0 +1,127 @@
+"""``metrics.psnr``/``metrics.ssim`` and ``evaluation.score`` against independent values:
+numbers worked out by hand, a plain-numpy SSIM written from the paper's formula, and
+scikit-image (skipped when it is not installed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sepconv_cli.evaluation import PSNR_CAP, score
+from sepconv_cli.metrics import psnr, ssim
+from tests.media import texture
+
+C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+
+def nchw(*images: np.ndarray) -> torch.Tensor:
+    """(H, W, C) arrays → one (N, C, H, W) tensor, values and dtype kept."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+
+
+def distorted(image: np.ndarray, seed: int, amplitude: int = 25) -> np.ndarray:
+    noise = np.random.default_rng(seed).integers(-amplitude, amplitude + 1, image.shape)
+    return np.clip(image.astype(np.int64) + noise, 0, 255).astype(np.uint8)
+
+
+# --- PSNR ------------------------------------------------------------------------------------
+
+
+def test_psnr_by_hand() -> None:
+    target = np.zeros((2, 2, 1), np.uint8)
+    prediction = target.copy()
+    prediction[1, 1, 0] = 10  # MSE = 100 / 4 = 25
+    assert float(psnr(nchw(prediction), nchw(target), data_range=255)) == pytest.approx(10 * math.log10(255**2 / 25), abs=1e-12)
+    assert float(psnr(nchw(prediction), nchw(target), data_range=255)) == pytest.approx(34.151403521, abs=1e-8)
+
+
+def test_psnr_averages_over_channels_and_pixels_per_sample() -> None:
+    target = np.full((2, 3, 3), 100, np.uint8)
+    one = target.copy()
+    one[0, 0, 2] = 112  # MSE = 144 / 18 = 8
+    two = target + 3  # MSE = 9
+    values = psnr(nchw(one, two), nchw(target, target), data_range=255)
+    assert values.shape == (2,)
+    assert values.tolist() == pytest.approx([10 * math.log10(255**2 / 8), 10 * math.log10(255**2 / 9)], abs=1e-12)
+
+
+def test_psnr_of_identical_images_is_inf_and_score_caps_it() -> None:
+    image = texture(0, 16, 12)
+    assert math.isinf(float(psnr(nchw(image), nchw(image), data_range=255)))
+    assert score(image, image) == (PSNR_CAP, pytest.approx(1.0, abs=1e-12))
+
+
+# --- SSIM ------------------------------------------------------------------------------------
+
+
+def numpy_ssim(x: np.ndarray, y: np.ndarray, size: int = 11, sigma: float = 1.5) -> float:
+    """Wang et al.'s SSIM written out with loops over window positions and channels."""
+    offsets = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(offsets**2) / (2 * sigma**2))
+    weights = np.outer(g, g) / np.outer(g, g).sum()
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    height, width, channels = x.shape
+    values = []
+    for c in range(channels):
+        for top in range(height - size + 1):
+            for left in range(width - size + 1):
+                a = x[top : top + size, left : left + size, c]
+                b = y[top : top + size, left : left + size, c]
+                mu_a, mu_b = (weights * a).sum(), (weights * b).sum()
+                var_a = (weights * (a - mu_a) ** 2).sum()
+                var_b = (weights * (b - mu_b) ** 2).sum()
+                cov = (weights * (a - mu_a) * (b - mu_b)).sum()
+                values.append(((2 * mu_a * mu_b + C1) * (2 * cov + C2)) / ((mu_a**2 + mu_b**2 + C1) * (var_a + var_b + C2)))
+    return float(np.mean(values))
+
+
+def test_ssim_of_two_flat_images_by_hand() -> None:
+    # No variance: SSIM = (2·μx·μy + C1) / (μx² + μy² + C1) · C2 / C2.
+    x = np.full((11, 11, 1), 100, np.uint8)
+    y = np.full((11, 11, 1), 110, np.uint8)
+    expected = (2 * 100 * 110 + C1) / (100**2 + 110**2 + C1)
+    assert float(ssim(nchw(x), nchw(y), data_range=255)) == pytest.approx(expected, abs=1e-12)
+    assert expected == pytest.approx(1 - 100 / 22106.5025, abs=1e-12)
+    assert expected == pytest.approx(0.9954764441, abs=1e-10)
+
+
+def test_ssim_matches_a_loop_reference_on_small_images() -> None:
+    image = texture(3, 15, 13)
+    other = distorted(image, seed=1)
+    assert float(ssim(nchw(other), nchw(image), data_range=255)) == pytest.approx(numpy_ssim(other, image), abs=1e-10)
+    # A contrast change alone keeps the means close and lowers only the structure term.
+    flatter = (128 + (image.astype(np.int64) - 128) // 2).astype(np.uint8)
+    assert float(ssim(nchw(flatter), nchw(image), data_range=255)) == pytest.approx(numpy_ssim(flatter, image), abs=1e-10)
+
+
+def test_ssim_is_one_for_identical_images_and_refuses_tiny_ones() -> None:
+    image = texture(0, 20, 16)
+    assert float(ssim(nchw(image), nchw(image), data_range=255)) == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="smaller than"):
+        ssim(nchw(image[:10]), nchw(image[:10]), data_range=255)
+
+
+# --- scikit-image ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("height,width,seed", [(48, 64, 0), (37, 41, 1), (11, 11, 2)])
+def test_metrics_match_scikit_image(height: int, width: int, seed: int) -> None:
+    metrics = pytest.importorskip("skimage.metrics")
+    truth = texture(seed, width, height)
+    prediction = distorted(truth, seed)
+    expected_ssim = metrics.structural_similarity(
+        prediction, truth, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1
+    )
+    expected_psnr = metrics.peak_signal_noise_ratio(truth, prediction, data_range=255)
+    assert float(ssim(nchw(prediction), nchw(truth), data_range=255)) == pytest.approx(expected_ssim, abs=1e-10)
+    assert float(psnr(nchw(prediction), nchw(truth), data_range=255)) == pytest.approx(expected_psnr, abs=1e-10)
+    assert score(prediction, truth) == (pytest.approx(expected_psnr, abs=1e-10), pytest.approx(expected_ssim, abs=1e-10))
+
+
+def test_score_refuses_unrounded_predictions() -> None:
+    truth = texture(0, 16, 12)
+    with pytest.raises(ValueError, match="8-bit"):
+        score(truth.astype(np.float32), truth)
