@@ -82,6 +82,8 @@ class _Augmented(Dataset):
             triplet = augment(triplet, np.random.default_rng([self.seed, self.epoch, index]), self.crop)
         else:
             triplet = centre_crop(triplet, self.crop)
+        if not triplet.flags.writeable:  # a memory-mapped cache row, when the crop is the whole patch
+            triplet = triplet.copy()
         return torch.from_numpy(triplet)
 
 
