@@ -1,0 +1,23 @@
+"""Custom operations of SepConv with compiled CUDA kernels and pure-PyTorch fall-backs.
+
+``set_op_impl`` / ``op_impl`` choose the implementation for CUDA tensors ("auto",
+"cuda" or "torch"); CPU tensors always use PyTorch.
+"""
+
+from .separable_conv import (
+    OP_IMPLS,
+    get_op_impl,
+    op_impl,
+    separable_conv,
+    separable_conv_reference,
+    set_op_impl,
+)
+
+__all__ = [
+    "OP_IMPLS",
+    "get_op_impl",
+    "op_impl",
+    "separable_conv",
+    "separable_conv_reference",
+    "set_op_impl",
+]
