@@ -1,0 +1,62 @@
+"""The ``sepconv`` command group.
+
+Each command lives in ``sepconv_cli/commands/<name>.py``, parses its options and
+calls the library; this module only wires them together and turns the library's
+errors into one line on stderr with a distinct exit code (see ``errors.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import click
+
+from sepconv_cli import __version__
+from sepconv_cli.commands.evaluate import evaluate
+from sepconv_cli.commands.interpolate import interpolate
+from sepconv_cli.commands.prepare import prepare
+from sepconv_cli.commands.train import train
+from sepconv_cli.errors import SepconvError
+
+
+class UserError(click.ClickException):
+    """A library error shown as ``error: <message>`` with the error's own exit code."""
+
+    def __init__(self, error: SepconvError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class SepconvGroup(click.Group):
+    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except SepconvError as exc:
+            raise UserError(exc) from None
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    click.echo(f"warning: {message}", err=True)
+
+
+@click.group(cls=SepconvGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sepconv")
+def cli() -> None:
+    """Double a video's frame rate with a learned kernel-based interpolator."""
+    warnings.showwarning = _one_line_warning
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+
+cli.add_command(interpolate)
+cli.add_command(prepare)
+cli.add_command(train)
+cli.add_command(evaluate)
+
+
+def main() -> None:
+    """Console entry point (``sepconv``, ``python -m sepconv_cli``)."""
+    cli(prog_name="sepconv")
