@@ -42,10 +42,12 @@ def test_batches_equal_single_pairs(tiny_sepconv: torch.nn.Module) -> None:
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
 
 
-def test_bf16_on_cpu_is_close_to_fp32(tiny_sepconv: torch.nn.Module) -> None:
+@pytest.mark.parametrize("model", ["tiny_sepconv", "tiny_dsepconv"])
+def test_bf16_on_cpu_is_close_to_fp32(model: str, request: pytest.FixtureRequest) -> None:
+    network = request.getfixturevalue(model)
     a, b = _textured(32, 64, 8), _textured(32, 64, 9)
-    fp32 = Interpolator(tiny_sepconv, device="cpu").midpoint(a, b)
-    bf16 = Interpolator(tiny_sepconv, device="cpu", precision="bf16").midpoint(a, b)
+    fp32 = Interpolator(network, device="cpu").midpoint(a, b)
+    bf16 = Interpolator(network, device="cpu", precision="bf16").midpoint(a, b)
     assert (bf16 - fp32).abs().mean() < 0.02
 
 

@@ -4,6 +4,7 @@
 "cuda" or "torch"); CPU tensors always use PyTorch.
 """
 
+from .deformable_separable_conv import deformable_separable_conv, deformable_separable_conv_reference
 from .separable_conv import (
     OP_IMPLS,
     get_op_impl,
@@ -14,6 +15,8 @@ from .separable_conv import (
 )
 
 __all__ = [
+    "deformable_separable_conv",
+    "deformable_separable_conv_reference",
     "OP_IMPLS",
     "get_op_impl",
     "op_impl",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sepconv_cli.ext.deformable_separable_conv import deformable_separable_conv
+from sepconv_cli.ext import deformable_separable_conv
 from sepconv_cli.models.blocks import KernelSubnet, UNet, joint_normalisation
 
 Stats = tuple[torch.Tensor, torch.Tensor]
