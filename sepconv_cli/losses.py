@@ -44,6 +44,7 @@ from torch.nn import functional as F
 
 from sepconv_cli.errors import InputError
 from sepconv_cli.metrics import ssim
+from sepconv_cli.serialization import load_code_free
 
 CHARBONNIER_EPSILON = 1e-3
 
@@ -129,13 +130,7 @@ class VGG19Features(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path) -> VGG19Features:
         """Load a torchvision-format VGG-19 state dict (``features.N.*``; the classifier is ignored)."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"VGG-19 weights not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - the unpickler raises anything on garbage
-            raise InputError(f"{path} is not a readable VGG-19 state dict ({type(exc).__name__})") from None
+        state = load_code_free(path, what="VGG-19 state dict", error=InputError)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         network = cls()

@@ -60,6 +60,7 @@ from sepconv_cli.errors import DeviceError, InputError, OutputError, SepconvErro
 from sepconv_cli.losses import Objective, build_objective, default_losses
 from sepconv_cli.metrics import psnr, ssim
 from sepconv_cli.models.registry import MODELS, build_model, load_weights, model_config, save_weights
+from sepconv_cli.serialization import load_code_free
 
 CHECKPOINT_FORMAT = "sepconv-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -283,13 +284,7 @@ def _atomic_text(path: Path, text: str) -> None:
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checked training checkpoint (loaded without running code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - the unpickler raises anything on garbage
-        raise InputError(f"{path} is not a readable checkpoint ({type(exc).__name__})") from None
+    payload = load_code_free(path, what="checkpoint", error=InputError, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not a sepconv training checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:

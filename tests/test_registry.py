@@ -14,7 +14,6 @@ from sepconv_cli.models.registry import (
     quantise,
     save_weights,
 )
-from tests.conftest import TINY_SEPCONV
 
 
 def test_round_trip_restores_model_and_config(tmp_path: Path, tiny_sepconv: torch.nn.Module) -> None:

@@ -13,8 +13,8 @@ from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
 from sepconv_cli.ext import OP_IMPLS
 from sepconv_cli.models.registry import MODELS, default_weights, load_weights
 from sepconv_cli.pipeline import VideoOptions, check_paths, interpolate_video
-from sepconv_cli.video import probe
 from sepconv_cli.scenes import DEFAULT_THRESHOLD
+from sepconv_cli.video import probe
 
 
 def default_output(source: Path, factor: int, lossless: bool) -> Path:

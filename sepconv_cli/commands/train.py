@@ -14,7 +14,8 @@ import click
 
 from sepconv_cli.errors import InputError
 from sepconv_cli.models.registry import MODELS
-from sepconv_cli.training import PRECISIONS, RESUMABLE, TrainConfig, TrainProgress, load_run_config, train as run_training
+from sepconv_cli.training import PRECISIONS, RESUMABLE, TrainConfig, TrainProgress, load_run_config
+from sepconv_cli.training import train as run_training
 
 # Command-line parameter → TrainConfig field, where the names differ.
 FIELDS = {"loss": "losses", "lr_decay_every": "lr_decay_epochs"}
@@ -55,7 +56,14 @@ def training_display(enabled: bool, quiet: bool) -> Iterator[tuple[Callable[[Tra
         yield (lambda p: None), echo
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (
         TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),

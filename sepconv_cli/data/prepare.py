@@ -56,9 +56,9 @@ from sepconv_cli.data.cache import (
     write_shard,
 )
 from sepconv_cli.errors import InputError, OutputError
+from sepconv_cli.images import IMAGE_SUFFIXES, read_image
 from sepconv_cli.scenes import DEFAULT_THRESHOLD, is_cut
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv", ".y4m"}
 )
@@ -191,19 +191,6 @@ class UnitResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _read_image(path: Path) -> np.ndarray | None:
-    import cv2
-
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        return None
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
 def _flow_magnitude(a: np.ndarray, b: np.ndarray, flow_side: int) -> tuple[np.ndarray, float]:
     """SimpleFlow magnitude from ``a`` to ``b`` on a copy of long side <= ``flow_side``.
 
@@ -257,7 +244,7 @@ def process_unit(task: UnitTask) -> UnitResult:
             if isinstance(item, np.ndarray):
                 loaded[i] = item
             else:
-                loaded[i] = _read_image(Path(item))
+                loaded[i] = read_image(item)
                 if loaded[i] is None:
                     problems.append(f"unreadable image {item}")
         return loaded[i]

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from sepconv_cli.errors import InputError
+from sepconv_cli.images import IMAGE_SUFFIXES, read_image
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
 TIMES = (0.0, 0.5, 1.0)
 HARMONICS = 4  # shape of a foreground blob: radius r(phi) = R (1 + sum a_k cos(k phi + c_k))
 
@@ -128,7 +128,6 @@ class PhotoBank:
     @classmethod
     def from_folder(cls, folder: str | Path, side: int = 384, device: str | torch.device = "cpu") -> PhotoBank:
         """Every readable image under ``folder`` (recursively, in name order)."""
-        import cv2
 
         folder = Path(folder)
         if not folder.exists():
@@ -140,11 +139,11 @@ class PhotoBank:
             raise InputError(f"no images found in {folder}")
         images, names, skipped = [], [], []
         for path in files:
-            bgr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-            if bgr is None or min(bgr.shape[:2]) < 16:
+            rgb = read_image(path)
+            if rgb is None or min(rgb.shape[:2]) < 16:
                 skipped.append(str(path))
                 continue
-            images.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+            images.append(rgb)
             names.append(path.relative_to(folder).as_posix())
         if not images:
             raise InputError(f"none of the {len(files)} images in {folder} could be read")

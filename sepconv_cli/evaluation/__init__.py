@@ -10,7 +10,16 @@ See ``benchmarks`` for the dataset layouts and protocols, ``methods`` for the
 baselines and self-ensembling, and ``runner`` for exactly how scores are computed.
 """
 
-from sepconv_cli.evaluation.benchmarks import BENCHMARKS, DATA_ENV, Dataset, Sample, Skip, Triplet, default_root, open_benchmark
+from sepconv_cli.evaluation.benchmarks import (
+    BENCHMARKS,
+    DATA_ENV,
+    Dataset,
+    Sample,
+    Skip,
+    Triplet,
+    default_root,
+    open_benchmark,
+)
 from sepconv_cli.evaluation.methods import BASELINES, Method, ModelMethod, build_methods
 from sepconv_cli.evaluation.runner import (
     PSNR_CAP,

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from sepconv_cli.errors import InputError
+from sepconv_cli.images import IMAGE_SUFFIXES, read_image
 
 __all__ = [
     "BENCHMARKS",
@@ -145,20 +146,6 @@ def natural_key(text: str) -> list[object]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """An image file as ``(H, W, 3)`` uint8 RGB, or ``None`` if missing or unreadable."""
-    import cv2
-
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        return None
-    return np.ascontiguousarray(image[:, :, ::-1])
-
-
 def _read_triplet(sample: str, frame: str, paths: tuple[Path, Path, Path]) -> Iterator[Triplet | Skip]:
     """One triplet from three image files ``(first, truth, second)``."""
     missing = [p.name for p in paths if not p.is_file()]
@@ -224,7 +211,6 @@ def _find_ucf101(roots: tuple[Path, ...]) -> list[Sample]:
     ]
 
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
 
 def _sequence_triplets(sample: str, paths: list[Path]) -> Iterator[Triplet | Skip]:

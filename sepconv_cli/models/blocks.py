@@ -94,5 +94,15 @@ def joint_normalisation(frame1: torch.Tensor, frame2: torch.Tensor) -> tuple[tor
     return mean, std
 
 
+def check_frame_pair(model: str, stride: int, frame1: torch.Tensor, frame2: torch.Tensor) -> None:
+    """A readable error for frames a network cannot take (the engine pads; direct callers may not)."""
+    height, width = frame1.shape[-2:]
+    if frame1.shape != frame2.shape or height % stride or width % stride:
+        raise ValueError(
+            f"{model} needs two frames of the same size with sides divisible by {stride}, "
+            f"got {tuple(frame1.shape)} and {tuple(frame2.shape)}"
+        )
+
+
 def replicate_pad(frame: torch.Tensor, pad: int) -> torch.Tensor:
     return F.pad(frame, [pad, pad, pad, pad], mode="replicate")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sepconv_cli.ext import deformable_separable_conv
-from sepconv_cli.models.blocks import KernelSubnet, UNet, joint_normalisation
+from sepconv_cli.models.blocks import KernelSubnet, UNet, check_frame_pair, joint_normalisation
 
 Stats = tuple[torch.Tensor, torch.Tensor]
 
@@ -67,12 +67,7 @@ class DSepConv(nn.Module):
             nn.init.zeros_(subnet[-1].bias)
 
     def forward(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: Stats | None = None) -> torch.Tensor:
-        height, width = frame1.shape[-2:]
-        if frame1.shape != frame2.shape or height % self.stride or width % self.stride:
-            raise ValueError(
-                f"DSepConv needs two frames of the same size with sides divisible by {self.stride}, "
-                f"got {tuple(frame1.shape)} and {tuple(frame2.shape)}"
-            )
+        check_frame_pair("DSepConv", self.stride, frame1, frame2)
         if self.config.input_normalisation:
             mean, std = stats if stats is not None else joint_normalisation(frame1, frame2)
             frame1, frame2 = (frame1 - mean) / std, (frame2 - mean) / std

@@ -21,6 +21,7 @@ from torch import nn
 from sepconv_cli.errors import WeightsError
 from sepconv_cli.models.dsepconv import DSepConv, DSepConvConfig
 from sepconv_cli.models.sepconv import SepConv, SepConvConfig
+from sepconv_cli.serialization import load_code_free
 
 FORMAT = "sepconv-weights"
 FORMAT_VERSION = 1
@@ -104,14 +105,7 @@ def save_weights(
 
 def read_weights_file(path: str | Path) -> dict[str, Any]:
     """The checked contents of a weights file, without building a model."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - the unpickler raises anything on garbage
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path} is not a readable weights file ({reason[:120]})") from None
+    payload = load_code_free(path, what="weights file", error=WeightsError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a sepconv weights file (a training checkpoint? export it first)")
     if payload.get("version") != FORMAT_VERSION:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sepconv_cli.ext import separable_conv
-from sepconv_cli.models.blocks import KernelSubnet, UNet, joint_normalisation, replicate_pad
+from sepconv_cli.models.blocks import KernelSubnet, UNet, check_frame_pair, joint_normalisation, replicate_pad
 
 Stats = tuple[torch.Tensor, torch.Tensor]
 
@@ -68,12 +68,7 @@ class SepConv(nn.Module):
 
     def forward(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: Stats | None = None) -> torch.Tensor:
         config = self.config
-        height, width = frame1.shape[-2:]
-        if frame1.shape != frame2.shape or height % self.stride or width % self.stride:
-            raise ValueError(
-                f"SepConv needs two frames of the same size with sides divisible by {self.stride}, "
-                f"got {tuple(frame1.shape)} and {tuple(frame2.shape)}"
-            )
+        check_frame_pair("SepConv", self.stride, frame1, frame2)
         if config.input_normalisation:
             mean, std = stats if stats is not None else joint_normalisation(frame1, frame2)
             frame1, frame2 = (frame1 - mean) / std, (frame2 - mean) / std
