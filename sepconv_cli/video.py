@@ -20,8 +20,10 @@ converted, only carried over as tags.
 
 from __future__ import annotations
 
+import heapq
 import io
 import warnings
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -242,6 +244,36 @@ def probe(path: str | Path) -> VideoInfo:
         )
 
 
+# Frames a decoder may emit before one whose timestamp belongs earlier; B-frame
+# pyramids displace labels by at most a few frames. Buffered frames are still YUV.
+REORDER_DEPTH = 8
+
+
+def _in_presentation_order(
+    frames: Iterator[av.VideoFrame], depth: int = REORDER_DEPTH
+) -> Iterator[tuple[av.VideoFrame, int | None]]:
+    """Pair each decoded frame with its presentation timestamp.
+
+    Within a window of ``depth`` frames the smallest pending timestamp goes to the oldest
+    pending frame. Correctly labelled streams come out unchanged; streams labelled in
+    decode order get their display timestamps back instead of losing their "late" frames.
+    """
+    pending: deque[av.VideoFrame] = deque()
+    stamps: list[int] = []
+    for frame in frames:
+        if frame.pts is None:
+            while pending:
+                yield pending.popleft(), heapq.heappop(stamps)
+            yield frame, None
+            continue
+        pending.append(frame)
+        heapq.heappush(stamps, frame.pts)
+        if len(pending) > depth:
+            yield pending.popleft(), heapq.heappop(stamps)
+    while pending:
+        yield pending.popleft(), heapq.heappop(stamps)
+
+
 class FrameReader:
     """Iterate over a video's frames as ``Frame`` objects, one decoded frame in memory at a time.
 
@@ -250,7 +282,10 @@ class FrameReader:
     the file, is skipped and counted in ``skipped_packets`` and reported once with a
     ``VideoWarning`` when iteration ends; frames decoded before and after it are still
     yielded. Only when no frame at all decodes does iteration raise ``InputError``.
-    Frames whose timestamp does not increase are dropped (counted in
+    Decoders emit frames in presentation order, but some containers label them with
+    decode-order timestamps (AVI with B-frames: 1, 2, 3, 5, 4, 6, …); the timestamps of a
+    short window are therefore handed out in ascending order (``_in_presentation_order``).
+    A frame whose timestamp still does not increase (a duplicate) is dropped (counted in
     ``dropped_frames``); a missing timestamp is filled in from the previous frame.
     Many demuxers treat cut-off data as a normal end of file, so when the frames end
     well before the duration in the file's header a warning says so (``truncated``).
@@ -331,8 +366,7 @@ class FrameReader:
                     self.skipped_packets += 1
 
         try:
-            for vf in decoded():
-                ts = vf.pts
+            for vf, ts in _in_presentation_order(decoded()):
                 if ts is None:
                     ts = 0 if last_ts is None else last_ts + max(1, step)
                 if last_ts is not None and ts <= last_ts:
@@ -368,7 +402,7 @@ class FrameReader:
             if self.skipped_packets:
                 parts.append(f"skipped {self.skipped_packets} corrupt or unreadable packet(s)")
             if self.dropped_frames:
-                parts.append(f"dropped {self.dropped_frames} frame(s) with out-of-order timestamps")
+                parts.append(f"dropped {self.dropped_frames} frame(s) with duplicate timestamps")
             warnings.warn(
                 f"{self.path.name}: {' and '.join(parts)}; {self.frames_read} frame(s) decoded",
                 VideoWarning,

@@ -272,3 +272,33 @@ def test_writer_reencodes_when_muxer_refuses_at_header(tmp_path: Path) -> None:
     with pytest.warns(VideoWarning, match="re-encoding"):
         _write_all(src, tmp_path / "out.mov", preset="ultrafast")
     assert _streams(tmp_path / "out.mov")["audio"] == ["aac"]
+
+
+class _Labelled:
+    def __init__(self, pts: int | None, name: str) -> None:
+        self.pts, self.name = pts, name
+
+
+def test_decode_order_timestamps_are_put_back_in_presentation_order() -> None:
+    from sepconv_cli.video import _in_presentation_order
+
+    # AVI with B-frames: the decoder emits frames in display order (a, b, c, ...) but
+    # labels them with decode-order timestamps.
+    labels = [1, 2, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12]
+    frames = [_Labelled(p, chr(ord("a") + i)) for i, p in enumerate(labels)]
+    out = list(_in_presentation_order(iter(frames), depth=4))
+    assert [f.name for f, _ in out] == [f.name for f in frames]
+    assert [ts for _, ts in out] == sorted(labels)
+    # Correct labels, gaps (VFR) and missing timestamps pass through unchanged.
+    vfr = [_Labelled(p, str(p)) for p in (0, 3, 4, 9, None, 20, 21)]
+    assert [ts for _, ts in _in_presentation_order(iter(vfr), depth=4)] == [0, 3, 4, 9, None, 20, 21]
+
+
+MEGAMIND = Path("/usr/share/doc/opencv-doc/examples/data/Megamind.avi")
+
+
+@pytest.mark.skipif(not MEGAMIND.is_file(), reason="needs Debian's opencv-doc sample clip")
+def test_avi_with_b_frames_keeps_every_frame() -> None:
+    frames = list(iter_frames(MEGAMIND))
+    assert len(frames) == 270
+    assert all(b.pts > a.pts for a, b in zip(frames, frames[1:]))
