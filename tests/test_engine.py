@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.nn import functional as F
 
+from sepconv_cli import engine
 from sepconv_cli.engine import Interpolator, Tiling, count_tiles, resolve_device
 from sepconv_cli.errors import DeviceError
 from sepconv_cli.models.blocks import joint_normalisation
@@ -42,6 +45,7 @@ def test_batches_equal_single_pairs(tiny_sepconv: torch.nn.Module) -> None:
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore:this CPU has no native bf16")
 @pytest.mark.parametrize("model", ["tiny_sepconv", "tiny_dsepconv"])
 def test_bf16_on_cpu_is_close_to_fp32(model: str, request: pytest.FixtureRequest) -> None:
     network = request.getfixturevalue(model)
@@ -49,6 +53,28 @@ def test_bf16_on_cpu_is_close_to_fp32(model: str, request: pytest.FixtureRequest
     fp32 = Interpolator(network, device="cpu").midpoint(a, b)
     bf16 = Interpolator(network, device="cpu", precision="bf16").midpoint(a, b)
     assert (bf16 - fp32).abs().mean() < 0.02
+
+
+def test_bf16_on_a_cpu_without_it_warns(tiny_sepconv: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no native bf16"):
+        Interpolator(tiny_sepconv, device="cpu", precision="bf16")
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Interpolator(tiny_sepconv, device="cpu", precision="bf16")
+
+
+@pytest.mark.parametrize("model", ["tiny_sepconv", "tiny_dsepconv"])
+def test_channels_last_matches_contiguous(model: str, request: pytest.FixtureRequest) -> None:
+    network = request.getfixturevalue(model)
+    a, b = _textured(64, 96, 10), _textured(64, 96, 11)
+    fast = Interpolator(network, device="cpu")  # the CPU default
+    assert fast.channels_last and network.unet.encoders[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    nhwc = fast.midpoint(a, b)
+    nchw = Interpolator(network, device="cpu", channels_last=False).midpoint(a, b)
+    assert network.unet.encoders[0][0].weight.is_contiguous()
+    torch.testing.assert_close(nhwc, nchw, atol=1e-5, rtol=0)
 
 
 def test_device_errors() -> None:
