@@ -54,7 +54,7 @@ def interpolate(
     factor: str, codec: str, crf: int, preset: str, lossless: bool, scene_threshold: float,
     batch_size: int, tile: int, max_pixels: int, op_impl: str, overwrite: bool, quiet: bool,
 ) -> None:
-    """Write SOURCE at FACTOR times its frame rate, audio and duration kept."""
+    """Write SOURCE at 2x (or --factor 4, 8) its frame rate, audio and duration kept."""
     started = time.perf_counter()
     output = output or default_output(source, int(factor), lossless)
     # Fail on a typo in a path before spending seconds loading a network.
