@@ -53,13 +53,12 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from .separable_conv import select_extension
+from .separable_conv import autocast_enabled, compute_dtype, select_extension
 
 __all__ = ["deformable_separable_conv", "deformable_separable_conv_reference"]
 
 EXTENSION_NAME = "sepconv_deformable_separable_conv"
 EXTENSION_SOURCES = ["deformable_separable_conv.cpp", "deformable_separable_conv_cuda.cu"]
-CUDA_DTYPES = (torch.float32, torch.float64)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -72,11 +71,6 @@ def _cuda_extension(device: torch.device) -> ModuleType | None:
     ("auto", "cuda": raise when it does not build, "torch").
     """
     return select_extension(EXTENSION_NAME, EXTENSION_SOURCES, device)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # The kernels exist for float32 and float64; half inputs outside autocast run in float32.
-    return dtype if dtype in CUDA_DTYPES else torch.float32
 
 
 # --------------------------------------------------------------------------- checks
@@ -346,7 +340,7 @@ def _forward_cuda(
     extension = _cuda_extension(frame.device)
     if extension is None:
         return _torch_forward(frame, vertical, horizontal, offset_y, offset_x, mask)
-    dtype = _compute_dtype(frame.dtype)
+    dtype = compute_dtype(frame.dtype)
     inputs = (frame, vertical, horizontal, offset_y, offset_x, mask)
     return extension.forward(*(t.to(dtype).contiguous() for t in inputs)).to(frame.dtype)
 
@@ -393,7 +387,7 @@ def _backward_cuda(
     extension = _cuda_extension(frame.device)
     if extension is None:
         return _torch_backward(grad_out, *inputs, bool(output_mask[0]))
-    dtype = _compute_dtype(frame.dtype)
+    dtype = compute_dtype(frame.dtype)
     grads = extension.backward(
         grad_out.to(dtype).contiguous(), *(t.to(dtype).contiguous() for t in inputs), bool(output_mask[0])
     )
@@ -428,11 +422,10 @@ def _backward(ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor) -> tup
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 # Each output sums 4*n*n bilinear products of learned weights: run both ops in float32
-# under autocast (register_autocast appeared in torch 2.5; on 2.4 mixed dtypes raise ValueError).
-if hasattr(torch.library, "register_autocast"):
-    for _device in ("cuda", "cpu"):
-        torch.library.register_autocast("sepconv::deformable_separable_conv", _device, torch.float32)
-        torch.library.register_autocast("sepconv::deformable_separable_conv_backward", _device, torch.float32)
+# under autocast.
+for _device in ("cuda", "cpu"):
+    torch.library.register_autocast("sepconv::deformable_separable_conv", _device, torch.float32)
+    torch.library.register_autocast("sepconv::deformable_separable_conv_backward", _device, torch.float32)
 
 
 def deformable_separable_conv(
@@ -444,7 +437,5 @@ def deformable_separable_conv(
     offset_x, mask (B, n*n, H, W), tap k = i*n + j. Returns (B, C, H, W). Differentiable
     w.r.t. every input; raises ValueError on inconsistent shapes, dtypes or devices.
     """
-    device_type = frame.device.type
-    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-    _check_inputs(frame, vertical, horizontal, offset_y, offset_x, mask, same_dtype=not autocast)
+    _check_inputs(frame, vertical, horizontal, offset_y, offset_x, mask, same_dtype=not autocast_enabled(frame.device))
     return torch.ops.sepconv.deformable_separable_conv(frame, vertical, horizontal, offset_y, offset_x, mask)

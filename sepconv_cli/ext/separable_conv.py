@@ -352,12 +352,19 @@ def separable_conv_backward_reference(
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the compiled kernels run in for inputs of ``dtype``."""
     return dtype if dtype in _KERNEL_DTYPES else torch.float32
 
 
+def autocast_enabled(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``: then mixed input dtypes are expected, since
+    the registered policy casts every input to float32 before the op runs."""
+    return torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)
+
+
 def _cuda_forward(module: ModuleType, frame: Tensor, vertical: Tensor, horizontal: Tensor) -> Tensor:
-    dtype = _compute_dtype(frame.dtype)
+    dtype = compute_dtype(frame.dtype)
     out = module.forward(frame.to(dtype), vertical.to(dtype), horizontal.to(dtype))
     return out.to(frame.dtype)
 
@@ -370,7 +377,7 @@ def _cuda_backward(
     horizontal: Tensor,
     output_mask: Sequence[bool],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    dtype = _compute_dtype(frame.dtype)
+    dtype = compute_dtype(frame.dtype)
     grads = module.backward(
         grad_out.to(dtype), frame.to(dtype), vertical.to(dtype), horizontal.to(dtype), [bool(m) for m in output_mask]
     )
@@ -450,11 +457,9 @@ _separable_conv_op.register_autograd(_backward, setup_context=_setup_context)
 
 # Each output sums k*k products (2601 at k=51): accumulated in float16 or bfloat16 that
 # loses about two decimal digits, so autocast runs both ops in float32.
-# (register_autocast appeared in torch 2.5; on 2.4 mixed-precision inputs raise ValueError.)
-if hasattr(torch.library, "register_autocast"):
-    for _device in ("cuda", "cpu"):
-        torch.library.register_autocast("sepconv::separable_conv", _device, torch.float32)
-        torch.library.register_autocast("sepconv::separable_conv_backward", _device, torch.float32)
+for _device in ("cuda", "cpu"):
+    torch.library.register_autocast("sepconv::separable_conv", _device, torch.float32)
+    torch.library.register_autocast("sepconv::separable_conv_backward", _device, torch.float32)
 
 
 def separable_conv(frame: Tensor, vertical: Tensor, horizontal: Tensor) -> Tensor:
@@ -479,8 +484,5 @@ def separable_conv(frame: Tensor, vertical: Tensor, horizontal: Tensor) -> Tenso
     Differentiable in all three inputs; works under ``torch.autocast`` and
     ``torch.compile`` (it is the opaque custom op ``torch.ops.sepconv.separable_conv``).
     """
-    # Autocast casts mixed half/float inputs to float32 before the op runs.
-    device_type = frame.device.type
-    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-    _check_inputs(frame, vertical, horizontal, same_dtype=not autocast)
+    _check_inputs(frame, vertical, horizontal, same_dtype=not autocast_enabled(frame.device))
     return _separable_conv_op(frame, vertical, horizontal)
