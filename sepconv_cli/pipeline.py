@@ -299,9 +299,11 @@ def interpolate_video(
                 display_name=dst.name,
             )
 
+            detect_cut = scenes.CutDetector(threshold)
+
             def emit(pairs: list[tuple[Frame, Frame]]) -> None:
                 nonlocal cuts, done, written
-                is_cut = [threshold > 0 and scenes.is_cut(a.rgb, b.rgb, threshold) for a, b in pairs]
+                is_cut = [threshold > 0 and detect_cut(a.rgb, b.rgb) for a, b in pairs]
                 cuts += sum(is_cut)
                 blended = interp.between([p for p, c in zip(pairs, is_cut) if not c])
                 blended_iter = iter(blended)

@@ -57,7 +57,7 @@ from sepconv_cli.data.cache import (
 )
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.images import IMAGE_SUFFIXES, read_image
-from sepconv_cli.scenes import DEFAULT_THRESHOLD, is_cut
+from sepconv_cli.scenes import DEFAULT_THRESHOLD, CutDetector
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv", ".y4m"}
@@ -268,7 +268,8 @@ def process_unit(task: UnitTask) -> UnitResult:
         if h < S or w < S:
             counts["small_triplets"] += 1
             continue
-        if is_cut(f0, f1, p.cut_threshold) or is_cut(f1, f2, p.cut_threshold):
+        detect_cut = CutDetector(p.cut_threshold)
+        if detect_cut(f0, f1) or detect_cut(f1, f2):
             counts["cuts"] += 1
             continue
         rng = np.random.default_rng([p.seed, seq_key, start])
