@@ -49,6 +49,8 @@ def cli() -> None:
     """Double a video's frame rate with a learned kernel-based interpolator."""
     warnings.showwarning = _one_line_warning
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # The library's INFO lines are rare and worth seeing, e.g. the one-off kernel build.
+    logging.getLogger("sepconv_cli").setLevel(logging.INFO)
 
 
 cli.add_command(interpolate)

@@ -18,7 +18,7 @@ def pretend_cuda(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     monkeypatch.setattr(torch.version, "cuda", "12.8")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.delenv("SEPCONV_NO_CUDA_EXT", raising=False)
+    monkeypatch.delenv("SEPCONV_NO_EXT", raising=False)
     monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)  # the loader sets it; restore after
     monkeypatch.setattr(_build, "_loaded", {})
     return tmp_path
@@ -52,9 +52,33 @@ def test_a_stale_lock_is_reported_with_what_to_delete(pretend_cuda: Path, monkey
 
 def test_no_gpu_or_opt_out_builds_nothing(monkeypatch: pytest.MonkeyPatch, pretend_cuda: Path) -> None:
     monkeypatch.setattr("torch.utils.cpp_extension.load", lambda **kwargs: pytest.fail("must not build"))
-    monkeypatch.setenv("SEPCONV_NO_CUDA_EXT", "1")
+    monkeypatch.setenv("SEPCONV_NO_EXT", "1")
     assert _build.load_extension("demo", ["a.cu"]) is None
     monkeypatch.setattr(_build, "_loaded", {})
-    monkeypatch.delenv("SEPCONV_NO_CUDA_EXT")
+    monkeypatch.delenv("SEPCONV_NO_EXT")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _build.load_extension("demo", ["a.cu"]) is None
+
+
+def test_a_failed_cpu_build_warns_once_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.delenv("SEPCONV_NO_EXT", raising=False)
+    monkeypatch.setattr(_build, "_loaded", {})
+    calls = []
+
+    def broken_load(**kwargs: object) -> None:
+        calls.append(kwargs)
+        raise RuntimeError("Error building extension 'demo': c++: command not found")
+
+    monkeypatch.setattr("torch.utils.cpp_extension.load", broken_load)
+    caplog.set_level("INFO", logger="sepconv_cli.ext._build")
+    with pytest.warns(RuntimeWarning, match=r"could not build the CPU extension demo_\w+ .*command not found"):
+        assert _build.load_cpu_extension("demo", ["a.cpp"]) is None
+    assert _build.load_cpu_extension("demo", ["a.cpp"]) is None
+    assert len(calls) == 1
+    # Named after the CPU, because -march=native binaries must not travel between machines.
+    assert calls[0]["name"] == f"demo_{_build._cpu_tag()}"
+    assert calls[0]["is_python_module"] is False
+    assert "compiling the CPU kernels demo_" in caplog.text

@@ -347,7 +347,7 @@ def test_cuda_matches_cpu(taps: int, dtype: torch.dtype) -> None:
     cpu_leaves = requiring_grad(inputs)
     cuda_leaves = requiring_grad(tuple(t.cuda() for t in inputs))
     cpu_out = deformable_separable_conv(*cpu_leaves)
-    with op_impl("cuda"):  # raises rather than silently testing the PyTorch path
+    with op_impl("compiled"):  # raises rather than silently testing the PyTorch path
         cuda_out = deformable_separable_conv(*cuda_leaves)
         cuda_grads = grads(cuda_out, cuda_leaves)
     tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
@@ -360,7 +360,7 @@ def test_cuda_matches_cpu(taps: int, dtype: torch.dtype) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_gradcheck() -> None:
     inputs = requiring_grad(tuple(t.cuda() for t in make_inputs(batch=2, channels=2, height=3, width=4, taps=3)))
-    with op_impl("cuda"):
+    with op_impl("compiled"):
         assert torch.autograd.gradcheck(deformable_separable_conv, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
@@ -371,7 +371,7 @@ def test_cuda_half_input_and_autocast() -> None:
     inputs = tuple(t.half().float() for t in inputs)  # the same values in every precision
     cuda = tuple(t.cuda() for t in inputs)
     expected = deformable_separable_conv(*inputs)
-    with op_impl("cuda"):
+    with op_impl("compiled"):
         half = deformable_separable_conv(*(t.half() for t in cuda))
         with torch.autocast("cuda", dtype=torch.float16):
             autocast = deformable_separable_conv(*(t.half() for t in cuda))

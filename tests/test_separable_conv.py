@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 
 import pytest
 import torch
@@ -15,10 +17,14 @@ from sepconv_cli.ext import (
     separable_conv_reference,
     set_op_impl,
 )
-from sepconv_cli.ext.separable_conv import select_extension
+from sepconv_cli.ext import _build
+from sepconv_cli.ext.separable_conv import CPU_MAX_TAPS, KERNELS, Extension, select_extension
 
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+# Where a compiler exists the CPU kernel must build: a failed build fails these tests
+# rather than quietly testing the PyTorch fall-back twice.
+needs_cxx = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="needs a C++ compiler")
 
 
 def make_inputs(batch, channels, height, width, k, dtype=torch.float64, device="cpu", seed=0, requires_grad=False):
@@ -217,12 +223,12 @@ def test_dtype_and_device_errors():
 
 
 def test_op_impl_setting():
-    assert OP_IMPLS == ("auto", "cuda", "torch")
+    assert OP_IMPLS == ("auto", "compiled", "torch")
     assert get_op_impl() == "auto"
     with op_impl("torch"):
         assert get_op_impl() == "torch"
-        with op_impl("cuda"):
-            assert get_op_impl() == "cuda"
+        with op_impl("compiled"):
+            assert get_op_impl() == "compiled"
         assert get_op_impl() == "torch"
     assert get_op_impl() == "auto"
     with pytest.raises(ValueError, match="unknown op implementation 'triton'"):
@@ -232,22 +238,111 @@ def test_op_impl_setting():
     assert get_op_impl() == "auto"
 
 
-def test_cpu_tensors_use_torch_path_whatever_the_setting():
+@pytest.mark.skipif(HAS_CUDA, reason="checks the error raised where no GPU exists")
+def test_forced_compiled_without_extension_raises():
+    cuda = torch.device("cuda")
+    missing = {"cuda": Extension("sepconv_missing_extension", ())}
+    assert select_extension(missing, cuda) is None
+    with op_impl("compiled"), pytest.raises(RuntimeError, match=r"op_impl\('compiled'\) was requested"):
+        select_extension(missing, cuda)
+    with op_impl("torch"):
+        assert select_extension(missing, cuda) is None
+    # A device with no kernel at all (meta, mps, ...) is the same case.
+    with op_impl("compiled"), pytest.raises(RuntimeError, match="no compiled kernel for meta"):
+        select_extension(KERNELS, torch.device("meta"))
+
+
+# ----------------------------------------------------------------- compiled CPU kernel
+
+
+@needs_cxx
+def test_cpu_kernel_builds():
+    assert select_extension(KERNELS, torch.device("cpu")) is not None
+
+
+@needs_cxx
+@pytest.mark.parametrize("k", [1, 2, 3, 8, 9, 16, 17, 51, CPU_MAX_TAPS])
+def test_cpu_kernel_matches_reference_float64(k):
+    # Widths below and across the kernel's 16-pixel blocks, every tap count it compiles.
+    inputs = make_inputs(2, 3, 3, 37, k, seed=k)
+    with op_impl("compiled"):
+        out = separable_conv(*inputs)
+    expected = nested_loop_reference(*inputs) if k <= 3 else shifted_sum_reference(*inputs)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12 * expected.abs().max().item())
+
+
+@needs_cxx
+@pytest.mark.parametrize("k", [5, 51])
+def test_cpu_kernel_float32_close_to_float64(k):
+    inputs = make_inputs(1, 3, 9, 21, k, dtype=torch.float32, seed=1)
+    with op_impl("compiled"):
+        out = separable_conv(*inputs)
+    expected = shifted_sum_reference(*(t.double() for t in inputs))
+    # k*k products of unit-variance values: the float32 rounding grows with k.
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-6 * k * k)
+
+
+@needs_cxx
+def test_cpu_kernel_reads_any_layout_and_threads_agree():
+    frame, vertical, horizontal = make_inputs(2, 3, 11, 40, 51, dtype=torch.float32, seed=2)
+    with op_impl("compiled"):
+        expected = separable_conv(frame, vertical, horizontal)
+        layouts = [
+            # The network's CPU layout: channels_last kernels and frame.
+            tuple(t.contiguous(memory_format=torch.channels_last) for t in (frame, vertical, horizontal)),
+            # Mixed layouts, a strided slice of a larger frame.
+            (
+                torch.nn.functional.pad(frame, (3, 0, 0, 2))[:, :, :-2, 3:],
+                vertical.contiguous(memory_format=torch.channels_last),
+                horizontal.transpose(2, 3).contiguous().transpose(2, 3),
+            ),
+        ]
+        # The compiler may vectorise the taps' gather differently per stride, so equal up
+        # to float32 rounding rather than bit for bit.
+        for inputs in layouts:
+            torch.testing.assert_close(separable_conv(*inputs), expected, rtol=1e-6, atol=1e-4)
+        # Stride-0 kernels broadcast over the batch.
+        shared = separable_conv(frame, vertical[:1].expand(2, -1, -1, -1), horizontal[:1].expand(2, -1, -1, -1))
+        torch.testing.assert_close(shared[:1], expected[:1], rtol=1e-6, atol=1e-4)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            assert torch.equal(separable_conv(frame, vertical, horizontal), expected)
+        finally:
+            torch.set_num_threads(threads)
+
+
+@needs_cxx
+def test_cpu_kernel_empty_and_half_inputs():
+    with op_impl("compiled"):
+        assert separable_conv(*make_inputs(0, 3, 4, 6, 5, dtype=torch.float32)).shape == (0, 3, 4, 6)
+        assert separable_conv(*make_inputs(1, 3, 0, 6, 5, dtype=torch.float32)).shape == (1, 3, 0, 6)
+        inputs = make_inputs(1, 2, 5, 6, 3, dtype=torch.float32)
+        out = separable_conv(*(t.to(torch.float16) for t in inputs))
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), separable_conv_reference(*inputs), rtol=0.01, atol=0.05)
+
+
+def test_long_kernels_take_the_pytorch_path_on_cpu():
+    inputs = make_inputs(1, 1, 2, 3, CPU_MAX_TAPS + 1, dtype=torch.float32)
+    expected = separable_conv_reference(*inputs)
+    torch.testing.assert_close(separable_conv(*inputs), expected)
+    with op_impl("compiled"), pytest.raises(RuntimeError, match=f"at most {CPU_MAX_TAPS} taps, got 65"):
+        separable_conv(*inputs)
+
+
+def test_every_setting_gives_the_same_result_on_cpu(monkeypatch: pytest.MonkeyPatch):
     inputs = make_inputs(1, 2, 4, 5, 3)
     expected = nested_loop_reference(*inputs)
-    for name in OP_IMPLS:
+    for name in ("auto", "torch"):
         with op_impl(name):
             torch.testing.assert_close(separable_conv(*inputs), expected)
-
-
-@pytest.mark.skipif(HAS_CUDA, reason="checks the error raised where no GPU exists")
-def test_forced_cuda_without_extension_raises():
-    cuda = torch.device("cuda")
-    assert select_extension("sepconv_missing_extension", [], cuda) is None
-    with op_impl("cuda"), pytest.raises(RuntimeError, match=r"op_impl\('cuda'\) was requested"):
-        select_extension("sepconv_missing_extension", [], cuda)
-    with op_impl("torch"):
-        assert select_extension("sepconv_missing_extension", [], cuda) is None
+    # Opting out of compiled kernels: auto falls back quietly, compiled refuses.
+    monkeypatch.setattr(_build, "_loaded", {})
+    monkeypatch.setenv("SEPCONV_NO_EXT", "1")
+    torch.testing.assert_close(separable_conv(*inputs), expected)
+    with op_impl("compiled"), pytest.raises(RuntimeError, match="no compiled kernel for cpu tensors"):
+        separable_conv(*inputs)
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
@@ -310,13 +405,13 @@ def test_custom_op_schemas():
 def test_cuda_matches_cpu(dtype, tolerance):
     cpu = make_inputs(2, 3, 37, 45, 51, dtype=dtype, requires_grad=True)
     gpu = tuple(t.detach().cuda().requires_grad_() for t in cpu)
-    with op_impl("cuda"):
+    with op_impl("compiled"):
         out_gpu = separable_conv(*gpu)
     out_cpu = separable_conv(*cpu)
     scale = out_cpu.abs().max().item()
     torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=tolerance, atol=tolerance * scale)
     grad = torch.randn_like(out_cpu)
-    with op_impl("cuda"):
+    with op_impl("compiled"):
         grads_gpu = torch.autograd.grad(out_gpu, gpu, grad.cuda())
     grads_cpu = torch.autograd.grad(out_cpu, cpu, grad)
     for name, g, c in zip(("frame", "vertical", "horizontal"), grads_gpu, grads_cpu):
@@ -330,19 +425,17 @@ def test_cuda_matches_cpu(dtype, tolerance):
 @needs_cuda
 def test_cuda_gradcheck():
     inputs = make_inputs(2, 5, 4, 5, 3, device="cuda", requires_grad=True)
-    with op_impl("cuda"):
+    with op_impl("compiled"):
         assert torch.autograd.gradcheck(separable_conv, inputs)
 
 
 @pytest.mark.cuda
 @needs_cuda
 def test_cuda_forced_kernel_and_torch_path_agree():
-    from sepconv_cli.ext.separable_conv import _EXTENSION, _SOURCES
-
-    with op_impl("cuda"):
-        assert select_extension(_EXTENSION, _SOURCES, torch.device("cuda")) is not None
+    with op_impl("compiled"):
+        assert select_extension(KERNELS, torch.device("cuda")) is not None
     inputs = make_inputs(1, 3, 20, 70, 5, dtype=torch.float32, device="cuda")
-    with op_impl("cuda"):
+    with op_impl("compiled"):
         kernel = separable_conv(*inputs)
     with op_impl("torch"):
         reference = separable_conv(*inputs)
@@ -353,9 +446,9 @@ def test_cuda_forced_kernel_and_torch_path_agree():
 @needs_cuda
 def test_cuda_autocast_and_empty():
     inputs = make_inputs(1, 3, 8, 10, 51, dtype=torch.float32, device="cuda")
-    with op_impl("cuda"), torch.autocast("cuda", dtype=torch.float16):
+    with op_impl("compiled"), torch.autocast("cuda", dtype=torch.float16):
         out = separable_conv(*(t.half() for t in inputs))
     assert out.dtype == torch.float32
-    with op_impl("cuda"):
+    with op_impl("compiled"):
         empty = separable_conv(*make_inputs(0, 3, 4, 6, 5, dtype=torch.float32, device="cuda"))
     assert empty.shape == (0, 3, 4, 6)

@@ -46,7 +46,7 @@ def default_output(source: Path, factor: int, lossless: bool) -> Path:
 @click.option("--max-pixels", type=click.IntRange(1), default=Tiling.max_pixels, show_default=True,
               help="Frames up to this many pixels run whole.")
 @click.option("--op-impl", type=click.Choice(OP_IMPLS), default="auto", show_default=True,
-              help="Local-convolution implementation: compiled CUDA kernel or the PyTorch one.")
+              help="Local-convolution implementation: auto (compiled kernel, else PyTorch), compiled (or fail), torch.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def interpolate(

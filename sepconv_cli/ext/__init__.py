@@ -1,7 +1,6 @@
-"""Custom operations of SepConv with compiled CUDA kernels and pure-PyTorch fall-backs.
+"""Custom operations of SepConv with compiled CPU and CUDA kernels and pure-PyTorch fall-backs.
 
-``set_op_impl`` / ``op_impl`` choose the implementation for CUDA tensors ("auto",
-"cuda" or "torch"); CPU tensors always use PyTorch.
+``set_op_impl`` / ``op_impl`` choose the implementation ("auto", "compiled" or "torch").
 """
 
 from .deformable_separable_conv import deformable_separable_conv, deformable_separable_conv_reference

@@ -40,7 +40,7 @@ Implementations, chosen per device inside the custom op ``sepconv::deformable_se
   v/h/offset/mask gradients, and a separate kernel scattering the frame gradient with
   ``atomicAdd`` (data-dependent sample positions rule out a gather formulation for it).
   float32 and float64 kernels; other dtypes are computed in float32 and cast back. Follows
-  ``separable_conv``'s ``set_op_impl`` / ``op_impl`` switch ("auto" | "cuda" | "torch").
+  ``separable_conv``'s ``set_op_impl`` / ``op_impl`` switch ("auto" | "compiled" | "torch").
 
 ``deformable_separable_conv_reference`` is the PyTorch forward written with differentiable
 ops only; autograd through it is an independent check of the hand-written backward.
@@ -53,12 +53,15 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from .separable_conv import autocast_enabled, compute_dtype, select_extension
+from .separable_conv import Extension, autocast_enabled, compute_dtype, select_extension
 
 __all__ = ["deformable_separable_conv", "deformable_separable_conv_reference"]
 
-EXTENSION_NAME = "sepconv_deformable_separable_conv"
-EXTENSION_SOURCES = ["deformable_separable_conv.cpp", "deformable_separable_conv_cuda.cu"]
+KERNELS = {
+    "cuda": Extension(
+        "sepconv_deformable_separable_conv", ("deformable_separable_conv.cpp", "deformable_separable_conv_cuda.cu")
+    ),
+}
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -68,9 +71,9 @@ def _cuda_extension(device: torch.device) -> ModuleType | None:
     """The compiled extension for tensors on ``device``, or None for the PyTorch path.
 
     Follows the project-wide ``set_op_impl`` / ``op_impl`` switch of ``separable_conv``
-    ("auto", "cuda": raise when it does not build, "torch").
+    ("auto", "compiled": raise when it does not build, "torch").
     """
-    return select_extension(EXTENSION_NAME, EXTENSION_SOURCES, device)
+    return select_extension(KERNELS, device)
 
 
 # --------------------------------------------------------------------------- checks

@@ -13,11 +13,16 @@ this op does not normalise.
 
 Implementations, chosen per call by :func:`set_op_impl` / :func:`op_impl`:
 
-* the pure-PyTorch path (:func:`separable_conv_reference`): device-agnostic, used for
-  every CPU tensor and as the reference for the CUDA kernels;
-* the CUDA kernels in ``csrc/``, compiled on first use by ``_build.load_extension``.
+* the compiled CPU kernel ``csrc/separable_conv_cpu.cpp`` (forward only; k <= 64), built
+  on first use by ``_build.load_cpu_extension``: a direct per-pixel sum vectorised along
+  the kernel taps, about twice as fast as the PyTorch path below (figures in
+  docs/performance.md);
+* the CUDA kernels ``csrc/separable_conv_cuda.cu``, built by ``_build.load_extension``;
+* the pure-PyTorch path (:func:`separable_conv_reference`): device-agnostic, the
+  reference both compiled kernels are tested against, the CPU backward, and the
+  fall-back whenever a kernel does not build.
 
-CPU formulation. The direct sum costs k*k multiply-adds per output value and, because
+PyTorch formulation. The direct sum costs k*k multiply-adds per output value and, because
 both kernels vary per pixel, no reordering reduces that count, so what matters is
 running those multiply-adds as matrix products rather than as element-wise passes. For
 a tile of ``tw`` output columns of one row, ``horizontal`` is written into a banded
@@ -55,15 +60,19 @@ slice additions, again with bounded memory.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
-from ._build import load_extension
+from ._build import load_cpu_extension, load_extension
 
 __all__ = [
+    "CPU_MAX_TAPS",
+    "Extension",
+    "KERNELS",
     "OP_IMPLS",
     "get_op_impl",
     "op_impl",
@@ -79,19 +88,21 @@ __all__ = [
 # ---------------------------------------------------------------------------------
 
 #: Accepted names for :func:`set_op_impl`.
-OP_IMPLS: tuple[str, ...] = ("auto", "cuda", "torch")
+OP_IMPLS: tuple[str, ...] = ("auto", "compiled", "torch")
 
 _impl = "auto"
 
 
 def set_op_impl(name: str) -> None:
-    """Choose how the ``sepconv`` ops run on CUDA tensors, process-wide.
+    """Choose how the ``sepconv`` ops run, process-wide.
 
-    ``"auto"`` (default): the compiled CUDA kernels when they build, else PyTorch.
-    ``"cuda"``: the compiled kernels, raising ``RuntimeError`` if they cannot be built.
+    ``"auto"`` (default): the compiled kernel for the tensors' device (C++ on the CPU,
+    CUDA on a GPU) when it builds, else PyTorch.
+    ``"compiled"``: the compiled kernels, raising ``RuntimeError`` if they cannot be
+    built or do not cover the call.
     ``"torch"``: the pure-PyTorch reference everywhere.
-    CPU tensors always take the PyTorch path, whatever the setting. The setting is
-    global, not per thread.
+    The setting is global, not per thread. The compiled CPU kernels compute forward
+    passes; gradients on the CPU always come from the PyTorch path.
     """
     global _impl
     if name not in OP_IMPLS:
@@ -115,22 +126,34 @@ def op_impl(name: str) -> Iterator[None]:
         set_op_impl(previous)
 
 
-def select_extension(extension: str, sources: Sequence[str], device: torch.device) -> ModuleType | None:
+@dataclass(frozen=True)
+class Extension:
+    """One compiled extension: its module name and its sources in ``csrc/``."""
+
+    name: str
+    sources: tuple[str, ...]
+
+
+def select_extension(kernels: Mapping[str, Extension], device: torch.device) -> ModuleType | None:
     """The compiled extension to use for tensors on ``device``, or ``None`` for PyTorch.
 
-    ``extension`` and ``sources`` are passed to ``_build.load_extension``, which builds
-    once per process. Raises ``RuntimeError`` when :func:`op_impl` is ``"cuda"``, the
-    tensors are on a CUDA device and the extension is unavailable: a silent fall-back
-    would make a forced-kernel benchmark or test measure the wrong thing.
+    ``kernels`` maps a device type ("cpu", "cuda") to the extension compiled for it;
+    each is built once per process by ``_build``. Raises ``RuntimeError`` when
+    :func:`op_impl` is ``"compiled"`` and the extension is unavailable: a silent
+    fall-back would make a forced-kernel benchmark or test measure the wrong thing.
     """
     impl = get_op_impl()
-    if impl == "torch" or device.type != "cuda":
+    extension = kernels.get(device.type)
+    if impl == "torch":
         return None
-    module = load_extension(extension, list(sources))
-    if module is None and impl == "cuda":
+    module = None
+    if extension is not None:
+        loader = load_extension if device.type == "cuda" else load_cpu_extension
+        module = loader(extension.name, list(extension.sources))
+    if module is None and impl == "compiled":
         raise RuntimeError(
-            f"sepconv: op_impl('cuda') was requested but the CUDA extension {extension!r} is not available "
-            "(no CUDA GPU, SEPCONV_NO_CUDA_EXT set, or the build failed: see the warning above); "
+            f"sepconv: op_impl('compiled') was requested but there is no compiled kernel for {device.type} "
+            "tensors (no GPU, SEPCONV_NO_EXT set, or the build failed: see the warning above); "
             "use op_impl('auto') or op_impl('torch') to run the PyTorch implementation"
         )
     return module
@@ -140,8 +163,13 @@ def select_extension(extension: str, sources: Sequence[str], device: torch.devic
 # Input checks
 # ---------------------------------------------------------------------------------
 
-_EXTENSION = "sepconv_separable_conv"
-_SOURCES = ("separable_conv.cpp", "separable_conv_cuda.cu")
+KERNELS = {
+    "cpu": Extension("sepconv_separable_conv_cpu", ("separable_conv_cpu.cpp",)),
+    "cuda": Extension("sepconv_separable_conv", ("separable_conv.cpp", "separable_conv_cuda.cu")),
+}
+# The CPU kernel keeps its per-pixel sums in registers, so it is compiled for kernels of
+# up to this many taps (SepConv uses 51); longer ones take the PyTorch path.
+CPU_MAX_TAPS = 64
 
 
 def _check_inputs(
@@ -344,7 +372,7 @@ def separable_conv_backward_reference(
 
 
 # ---------------------------------------------------------------------------------
-# CUDA path
+# Compiled kernels (csrc/): the CPU kernel and the CUDA kernels
 # ---------------------------------------------------------------------------------
 
 # The kernels are compiled for float32 and float64; half inputs reaching them outside
@@ -363,13 +391,24 @@ def autocast_enabled(device: torch.device) -> bool:
     return torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)
 
 
-def _cuda_forward(module: ModuleType, frame: Tensor, vertical: Tensor, horizontal: Tensor) -> Tensor:
+def _forward_extension(frame: Tensor, taps: int) -> ModuleType | None:
+    if frame.device.type == "cpu" and taps > CPU_MAX_TAPS:
+        if get_op_impl() == "compiled":
+            raise RuntimeError(
+                f"sepconv: op_impl('compiled') was requested but the CPU kernel is compiled for at most "
+                f"{CPU_MAX_TAPS} taps, got {taps}; use op_impl('auto') to run the PyTorch implementation"
+            )
+        return None
+    return select_extension(KERNELS, frame.device)
+
+
+def _compiled_forward(module: ModuleType, frame: Tensor, vertical: Tensor, horizontal: Tensor) -> Tensor:
     dtype = compute_dtype(frame.dtype)
     out = module.forward(frame.to(dtype), vertical.to(dtype), horizontal.to(dtype))
     return out.to(frame.dtype)
 
 
-def _cuda_backward(
+def _compiled_backward(
     module: ModuleType,
     grad_out: Tensor,
     frame: Tensor,
@@ -391,17 +430,11 @@ def _cuda_backward(
 
 @torch.library.custom_op("sepconv::separable_conv", mutates_args=())
 def _separable_conv_op(frame: Tensor, vertical: Tensor, horizontal: Tensor) -> Tensor:
-    # Default for every device; CUDA tensors go through the kernel registered below.
-    return separable_conv_reference(frame, vertical, horizontal)
-
-
-@_separable_conv_op.register_kernel("cuda")
-def _separable_conv_cuda(frame: Tensor, vertical: Tensor, horizontal: Tensor) -> Tensor:
     _check_inputs(frame, vertical, horizontal)
-    module = select_extension(_EXTENSION, _SOURCES, frame.device)
+    module = _forward_extension(frame, vertical.shape[1])
     if module is None:
         return separable_conv_reference(frame, vertical, horizontal)
-    return _cuda_forward(module, frame, vertical, horizontal)
+    return _compiled_forward(module, frame, vertical, horizontal)
 
 
 @_separable_conv_op.register_fake
@@ -424,10 +457,10 @@ def _separable_conv_backward_cuda(
     grad_out: Tensor, frame: Tensor, vertical: Tensor, horizontal: Tensor, output_mask: list[bool]
 ) -> tuple[Tensor, Tensor, Tensor]:
     _check_inputs(frame, vertical, horizontal, "separable_conv_backward")
-    module = select_extension(_EXTENSION, _SOURCES, frame.device)
+    module = select_extension(KERNELS, frame.device)
     if module is None:
         return separable_conv_backward_reference(grad_out, frame, vertical, horizontal, output_mask)
-    return _cuda_backward(module, grad_out, frame, vertical, horizontal, output_mask)
+    return _compiled_backward(module, grad_out, frame, vertical, horizontal, output_mask)
 
 
 @_separable_conv_backward_op.register_fake
@@ -478,8 +511,8 @@ def separable_conv(frame: Tensor, vertical: Tensor, horizontal: Tensor) -> Tenso
 
     Raises:
         ValueError: wrong ranks, shapes, devices or dtypes, with the expected shapes.
-        RuntimeError: ``op_impl("cuda")`` is set, the inputs are on a GPU and the CUDA
-            extension cannot be built.
+        RuntimeError: ``op_impl("compiled")`` is set and no compiled kernel covers the
+            call (the extension does not build, or k > CPU_MAX_TAPS on the CPU).
 
     Differentiable in all three inputs; works under ``torch.autocast`` and
     ``torch.compile`` (it is the opaque custom op ``torch.ops.sepconv.separable_conv``).
