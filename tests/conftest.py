@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
 
@@ -8,6 +11,11 @@ from sepconv_cli.models.registry import build_model
 # Tiny networks keep the suite to seconds on two CPU cores; the architecture, padding
 # and synthesis code paths are the same as the full 21.7 M-parameter model's.
 TINY_SEPCONV = {"kernel_size": 5, "channels": [4, 4, 8, 8, 8]}
+
+
+# Where a compiler exists the compiled CPU kernels must build: a failed build fails the
+# tests marked with this rather than quietly testing the PyTorch fall-back twice.
+needs_cxx = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="needs a C++ compiler")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

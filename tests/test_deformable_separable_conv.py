@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from sepconv_cli.ext.deformable_separable_conv import (
+    KERNELS,
     deformable_separable_conv,
     deformable_separable_conv_reference,
 )
-from sepconv_cli.ext.separable_conv import op_impl
+from sepconv_cli.ext.separable_conv import op_impl, select_extension
+from tests.conftest import needs_cxx
 
 def make_inputs(
     batch: int = 2,
@@ -239,6 +241,45 @@ def test_empty_and_single_pixel_frames(shape: tuple[int, int, int, int]) -> None
     if result.numel():  # a 1x1 frame: every tap reads its only pixel
         weight = (inputs[1][:, :, None] * inputs[2][:, None] * inputs[5].view(1, 3, 3, 1, 1)).sum((1, 2))
         torch.testing.assert_close(result, weight * inputs[0])
+
+
+# --------------------------------------------------------------------------- compiled CPU kernel
+
+
+@needs_cxx
+def test_cpu_kernel_builds() -> None:
+    assert select_extension(KERNELS, torch.device("cpu")) is not None
+
+
+@needs_cxx
+@pytest.mark.parametrize("taps", [1, 3, 5, 7])
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_cpu_kernel_matches_pytorch_path(taps: int, dtype: torch.dtype, tolerance: float) -> None:
+    inputs = make_inputs(2, 3, 9, 23, taps, max_offset=6, fractional=False, dtype=dtype, seed=taps)
+    with op_impl("torch"):
+        expected = deformable_separable_conv(*inputs)
+    with op_impl("compiled"):
+        result = deformable_separable_conv(*inputs)
+        # The network's CPU layout: every input channels_last.
+        channels_last = deformable_separable_conv(*(t.contiguous(memory_format=torch.channels_last) for t in inputs))
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            one_thread = deformable_separable_conv(*inputs)
+        finally:
+            torch.set_num_threads(threads)
+    torch.testing.assert_close(result, expected, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(channels_last, expected, rtol=tolerance, atol=tolerance)
+    assert torch.equal(one_thread, result)
+
+
+@needs_cxx
+def test_cpu_kernel_half_inputs_are_computed_in_float32() -> None:
+    inputs = make_inputs(1, 3, 5, 6, 3, dtype=torch.float32, seed=9)
+    with op_impl("compiled"):
+        result = deformable_separable_conv(*(t.to(torch.bfloat16) for t in inputs))
+    assert result.dtype == torch.bfloat16
+    torch.testing.assert_close(result.float(), deformable_separable_conv_reference(*inputs), rtol=0.02, atol=0.05)
 
 
 # --------------------------------------------------------------------------- gradients

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 
 import pytest
 import torch
@@ -19,12 +17,10 @@ from sepconv_cli.ext import (
 )
 from sepconv_cli.ext import _build
 from sepconv_cli.ext.separable_conv import CPU_MAX_TAPS, KERNELS, Extension, select_extension
+from tests.conftest import needs_cxx
 
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-# Where a compiler exists the CPU kernel must build: a failed build fails these tests
-# rather than quietly testing the PyTorch fall-back twice.
-needs_cxx = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="needs a C++ compiler")
 
 
 def make_inputs(batch, channels, height, width, k, dtype=torch.float64, device="cpu", seed=0, requires_grad=False):

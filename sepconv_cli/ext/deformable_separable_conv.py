@@ -26,7 +26,11 @@ non-finite offset gives a non-finite output at that pixel, never an out-of-bound
 
 Implementations, chosen per device inside the custom op ``sepconv::deformable_separable_conv``:
 
-* PyTorch (CPU, and CUDA when the extension does not build): loops over the n*n taps and
+* CPU (``csrc/deformable_separable_conv_cpu.cpp``, built by ``load_cpu_extension``): forward
+  only, one task per output row, the bilinear weights of a tap computed once for all
+  channels; the backward on the CPU is the PyTorch one below.
+* PyTorch (the reference for both compiled kernels, the CPU backward, and the fall-back
+  when an extension does not build): loops over the n*n taps and
   accumulates gather-based bilinear samples, so memory stays O(B*C*H*W) whatever ``n`` is;
   the frame is padded by one replicated row and column so the four bilinear corners of a
   clamped position are always in bounds. The backward reduces everything but the frame
@@ -58,6 +62,7 @@ from .separable_conv import Extension, autocast_enabled, compute_dtype, select_e
 __all__ = ["deformable_separable_conv", "deformable_separable_conv_reference"]
 
 KERNELS = {
+    "cpu": Extension("sepconv_deformable_separable_conv_cpu", ("deformable_separable_conv_cpu.cpp",)),
     "cuda": Extension(
         "sepconv_deformable_separable_conv", ("deformable_separable_conv.cpp", "deformable_separable_conv_cuda.cu")
     ),
@@ -67,7 +72,7 @@ KERNELS = {
 # --------------------------------------------------------------------------- dispatch
 
 
-def _cuda_extension(device: torch.device) -> ModuleType | None:
+def _extension(device: torch.device) -> ModuleType | None:
     """The compiled extension for tensors on ``device``, or None for the PyTorch path.
 
     Follows the project-wide ``set_op_impl`` / ``op_impl`` switch of ``separable_conv``
@@ -332,19 +337,14 @@ def _forward_op(
     frame: Tensor, vertical: Tensor, horizontal: Tensor, offset_y: Tensor, offset_x: Tensor, mask: Tensor
 ) -> Tensor:
     _check_inputs(frame, vertical, horizontal, offset_y, offset_x, mask)
-    return _torch_forward(frame, vertical, horizontal, offset_y, offset_x, mask)
-
-
-@_forward_op.register_kernel("cuda")
-def _forward_cuda(
-    frame: Tensor, vertical: Tensor, horizontal: Tensor, offset_y: Tensor, offset_x: Tensor, mask: Tensor
-) -> Tensor:
-    _check_inputs(frame, vertical, horizontal, offset_y, offset_x, mask)
-    extension = _cuda_extension(frame.device)
+    extension = _extension(frame.device)
     if extension is None:
         return _torch_forward(frame, vertical, horizontal, offset_y, offset_x, mask)
     dtype = compute_dtype(frame.dtype)
     inputs = (frame, vertical, horizontal, offset_y, offset_x, mask)
+    if frame.device.type == "cpu":
+        # The CPU kernel reads every input through its strides.
+        return extension.forward(*(t.to(dtype) for t in inputs)).to(frame.dtype)
     return extension.forward(*(t.to(dtype).contiguous() for t in inputs)).to(frame.dtype)
 
 
@@ -387,7 +387,7 @@ def _backward_cuda(
     output_mask: list[bool],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     inputs = (frame, vertical, horizontal, offset_y, offset_x, mask)
-    extension = _cuda_extension(frame.device)
+    extension = _extension(frame.device)
     if extension is None:
         return _torch_backward(grad_out, *inputs, bool(output_mask[0]))
     dtype = compute_dtype(frame.dtype)
