@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -239,7 +240,9 @@ def test_streaming_reads_ahead_only_one_batch(tmp_path: Path, monkeypatch: pytes
         return blend(a, b)
 
     run(src, tmp_path / "out.mp4", midpoint=mid, batch_size=2)
-    assert max(lag) <= 2 + 1  # one batch plus the frame that closes it
+    # One batch, the frame that closes it, the decode queue and the frame in the decode
+    # thread's hands: bounded, while the video is twice as long.
+    assert max(lag) <= 2 + 1 + pipeline._PREFETCH + 1
 
 
 def test_progress_reports_every_input_frame(tmp_path: Path) -> None:
@@ -388,6 +391,42 @@ def test_failure_midway_leaves_no_file(tmp_path: Path, error: BaseException) -> 
         run(src, dst, midpoint=mid)
     assert seen_partial and seen_partial[0].startswith(".out.partial-") and seen_partial[0].endswith(".mp4")
     assert not dst.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("stage", ["decode", "encode"])
+def test_failure_in_a_background_stage_reaches_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    src = make_video(tmp_path / "in.mp4", frames=12)
+    dst = tmp_path / "out.mp4"
+    if stage == "decode":
+        original = FrameReader.__iter__
+
+        def failing_iter(self):
+            for index, frame in enumerate(original(self)):
+                if index == 6:
+                    raise InputError("decoder failed")
+                yield frame
+
+        monkeypatch.setattr(FrameReader, "__iter__", failing_iter)
+    else:
+        from sepconv_cli.video import VideoWriter
+
+        original_write = VideoWriter.write
+        calls = 0
+
+        def failing_write(self, *args, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == 7:
+                raise OSError("No space left on device")
+            return original_write(self, *args, **kwargs)
+
+        monkeypatch.setattr(VideoWriter, "write", failing_write)
+    with pytest.raises((InputError, OSError), match="decoder failed|No space left"):
+        run(src, dst, midpoint=blend)
+    assert not dst.exists() and leftovers(tmp_path) == []
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("sepconv-")]
 
 
 def test_failure_keeps_existing_output_untouched(tmp_path: Path) -> None:
