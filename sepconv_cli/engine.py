@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from sepconv_cli.errors import DeviceError
 from sepconv_cli.ext import op_impl as use_op_impl
+from sepconv_cli.ext.separable_conv import CompiledKernelUnavailable
 from sepconv_cli.models.blocks import joint_normalisation
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -141,11 +142,14 @@ class Interpolator:
         if pad_h or pad_w:
             frame1 = F.pad(frame1, [0, pad_w, 0, pad_h], mode="replicate")
             frame2 = F.pad(frame2, [0, pad_w, 0, pad_h], mode="replicate")
-        with use_op_impl(self.op_impl):
-            if self.tiling.tile and frame1.shape[-2] * frame1.shape[-1] > self.tiling.max_pixels:
-                output = self._tiled(frame1, frame2, stats)
-            else:
-                output = self._run(frame1, frame2, stats)
+        try:
+            with use_op_impl(self.op_impl):
+                if self.tiling.tile and frame1.shape[-2] * frame1.shape[-1] > self.tiling.max_pixels:
+                    output = self._tiled(frame1, frame2, stats)
+                else:
+                    output = self._run(frame1, frame2, stats)
+        except CompiledKernelUnavailable as error:
+            raise DeviceError(f"op implementation 'compiled': {error}") from None
         return output[..., :height, :width].clamp_(0, 1).float().cpu()
 
     def _to_device(self, frame: torch.Tensor, pin: bool) -> torch.Tensor:

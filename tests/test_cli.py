@@ -144,3 +144,18 @@ def test_help_lists_every_command() -> None:
     assert code == 0
     for command in ("interpolate", "prepare", "train", "eval"):
         assert command in output
+
+
+def test_forced_compiled_kernel_that_is_unavailable_is_a_one_line_device_error(
+    tmp_path: Path, video: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sepconv_cli.ext import _build
+
+    monkeypatch.setattr(_build, "_loaded", {})
+    monkeypatch.setenv("SEPCONV_NO_EXT", "1")
+    out = tmp_path / "2x.mp4"
+    code, output = run("interpolate", video, "--out", out, "--weights", weights, "--device", "cpu", "--op-impl", "compiled")
+    assert code == 6, output
+    assert output.startswith("error: op implementation 'compiled': ") and output.count("\n") == 1
+    assert "Traceback" not in output
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))

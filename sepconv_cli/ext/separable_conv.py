@@ -71,6 +71,7 @@ from ._build import load_cpu_extension, load_extension
 
 __all__ = [
     "CPU_MAX_TAPS",
+    "CompiledKernelUnavailable",
     "Extension",
     "KERNELS",
     "OP_IMPLS",
@@ -126,6 +127,10 @@ def op_impl(name: str) -> Iterator[None]:
         set_op_impl(previous)
 
 
+class CompiledKernelUnavailable(RuntimeError):
+    """``op_impl("compiled")`` is set but no compiled kernel covers the call."""
+
+
 @dataclass(frozen=True)
 class Extension:
     """One compiled extension: its module name and its sources in ``csrc/``."""
@@ -138,7 +143,7 @@ def select_extension(kernels: Mapping[str, Extension], device: torch.device) -> 
     """The compiled extension to use for tensors on ``device``, or ``None`` for PyTorch.
 
     ``kernels`` maps a device type ("cpu", "cuda") to the extension compiled for it;
-    each is built once per process by ``_build``. Raises ``RuntimeError`` when
+    each is built once per process by ``_build``. Raises ``CompiledKernelUnavailable`` when
     :func:`op_impl` is ``"compiled"`` and the extension is unavailable: a silent
     fall-back would make a forced-kernel benchmark or test measure the wrong thing.
     """
@@ -151,10 +156,10 @@ def select_extension(kernels: Mapping[str, Extension], device: torch.device) -> 
         loader = load_extension if device.type == "cuda" else load_cpu_extension
         module = loader(extension.name, list(extension.sources))
     if module is None and impl == "compiled":
-        raise RuntimeError(
-            f"sepconv: op_impl('compiled') was requested but there is no compiled kernel for {device.type} "
+        raise CompiledKernelUnavailable(
+            f"the compiled implementation was requested but there is no compiled kernel for {device.type} "
             "tensors (no GPU, SEPCONV_NO_EXT set, or the build failed: see the warning above); "
-            "use op_impl('auto') or op_impl('torch') to run the PyTorch implementation"
+            "'auto' or 'torch' runs the PyTorch implementation"
         )
     return module
 
@@ -394,9 +399,9 @@ def autocast_enabled(device: torch.device) -> bool:
 def _forward_extension(frame: Tensor, taps: int) -> ModuleType | None:
     if frame.device.type == "cpu" and taps > CPU_MAX_TAPS:
         if get_op_impl() == "compiled":
-            raise RuntimeError(
-                f"sepconv: op_impl('compiled') was requested but the CPU kernel is compiled for at most "
-                f"{CPU_MAX_TAPS} taps, got {taps}; use op_impl('auto') to run the PyTorch implementation"
+            raise CompiledKernelUnavailable(
+                f"the compiled implementation was requested but the CPU kernel is compiled for at most "
+                f"{CPU_MAX_TAPS} taps, got {taps}; 'auto' runs the PyTorch implementation"
             )
         return None
     return select_extension(KERNELS, frame.device)
