@@ -563,6 +563,12 @@ class VideoWriter:
             self._out.start_encoding()
         except av.error.FFmpegError as exc:
             self.abort()
+            if any(name in codec for name in ("nvenc", "qsv", "vaapi", "videotoolbox", "amf")):
+                # FFmpeg's own message for a missing device is an opaque errno.
+                raise OutputError(
+                    f"cannot start the hardware encoder {codec} for {self.name}: it needs the matching GPU and "
+                    f"driver on this machine ({exc}); use a software encoder such as libx264"
+                ) from None
             raise OutputError(f"cannot start writing {self.name}: {exc}") from None
         except BaseException:
             self.abort()

@@ -455,3 +455,11 @@ def test_audio_reencoded_only_when_container_cannot_hold_it(tmp_path: Path) -> N
 def test_report_summary_and_note() -> None:
     assert "F−1" in pipeline.FRAME_COUNT_NOTE or "F-1" in pipeline.FRAME_COUNT_NOTE
     assert VFR_STEPS_MS  # media helper constant used by the VFR test
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where no NVIDIA GPU exists")
+def test_hardware_encoder_without_its_device_is_a_clear_error(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mp4", frames=4, audio=False)
+    with pytest.raises(OutputError, match="hardware encoder h264_nvenc .* needs the matching GPU"):
+        run(src, tmp_path / "out.mp4", midpoint=blend, codec="h264_nvenc")
+    assert leftovers(tmp_path) == [] and not (tmp_path / "out.mp4").exists()
