@@ -159,3 +159,30 @@ def test_forced_compiled_kernel_that_is_unavailable_is_a_one_line_device_error(
     assert output.startswith("error: op implementation 'compiled': ") and output.count("\n") == 1
     assert "Traceback" not in output
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_quiet_keeps_the_one_off_kernel_build_message_away(
+    tmp_path: Path, video: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from sepconv_cli.ext import _build
+
+    # The build is cached; pretend it is not, so the message would be logged.
+    monkeypatch.setattr(_build, "_loaded", {})
+    monkeypatch.setattr(_build, "_build_directory", lambda name: tmp_path / "never-built")
+    monkeypatch.setattr(logging.getLogger("sepconv_cli"), "level", logging.NOTSET)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("sepconv_cli").addHandler(handler)
+    try:
+        code, output = run("interpolate", video, "--out", tmp_path / "q.mp4", "--weights", weights, "--quiet")
+        assert code == 0 and output == ""
+        assert not [r for r in records if "compiling" in r.getMessage()]
+        monkeypatch.setattr(_build, "_loaded", {})
+        code, output = run("interpolate", video, "--out", tmp_path / "v.mp4", "--weights", weights)
+        assert code == 0, output
+        assert [r for r in records if "compiling the CPU kernels" in r.getMessage()]
+    finally:
+        logging.getLogger("sepconv_cli").removeHandler(handler)

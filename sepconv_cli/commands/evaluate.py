@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sepconv_cli.commands.progress import frame_progress
+from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS
 from sepconv_cli.evaluation import (
     BASELINES,
@@ -112,6 +112,7 @@ def evaluate(
     sepconv eval --benchmark middlebury --data ~/middlebury --weights sepconv.pt
     sepconv eval --benchmark video --data clip.mp4 --method blend --method flow
     """
+    silence_info(quiet)
     dataset = open_benchmark(benchmark, list(data))
     chosen = build_methods(
         list(methods) or list(BASELINES),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from sepconv_cli.commands.progress import frame_progress
+from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
 from sepconv_cli.ext import OP_IMPLS
 from sepconv_cli.models.registry import MODELS, default_weights, load_weights
@@ -56,6 +56,7 @@ def interpolate(
 ) -> None:
     """Write SOURCE at 2x (or --factor 4, 8) its frame rate, audio and duration kept."""
     started = time.perf_counter()
+    silence_info(quiet)
     output = output or default_output(source, int(factor), lossless)
     # Fail on a typo in a path before spending seconds loading a network.
     check_paths(source, output, overwrite)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def silence_info(quiet: bool) -> None:
+    """With ``--quiet``, keep the library's INFO lines (the one-off kernel build) off stderr."""
+    if quiet:
+        logging.getLogger("sepconv_cli").setLevel(logging.WARNING)
 
 
 @contextmanager
