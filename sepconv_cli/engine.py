@@ -78,10 +78,16 @@ class Tiling:
 
 
 class Interpolator:
-    """Predicts middle frames with ``model`` on ``device``.
+    """Predicts in-between frames with ``model`` on ``device``.
 
     ``midpoint(frame1, frame2)`` takes (N, 3, H, W) float tensors in [0, 1] on any
     device, of any H, W, and returns (N, 3, H, W) float32 in [0, 1] on the CPU.
+    ``at(frame1, frame2, t)`` does the same for any time t in [0, 1] (a float or an (N,)
+    tensor) with models that take one (``any_time``); midpoint-only models refuse other t.
+
+    Models with a flow prior (``needs_flow``, flowsep) get it computed once per pair on
+    the whole frame, and tiles of it; tiles then carry enough context to cover the
+    largest motion, so tiling does not cut off what a tile's pixels move to.
 
     ``channels_last`` stores the network's weights, and so its activations, as NHWC
     (``model`` is converted in place, as ``.to(device)`` moves it). ``None``: on for the
@@ -126,8 +132,21 @@ class Interpolator:
     def _round(self, pixels: int) -> int:
         return -(-pixels // self.stride) * self.stride
 
-    @torch.inference_mode()
+    @property
+    def any_time(self) -> bool:
+        """Whether the model predicts frames at any time t, not only the midpoint."""
+        return bool(getattr(self.model, "any_time", False))
+
     def midpoint(self, frame1: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:
+        return self.at(frame1, frame2, 0.5)
+
+    @torch.inference_mode()
+    def at(self, frame1: torch.Tensor, frame2: torch.Tensor, t: float | torch.Tensor = 0.5) -> torch.Tensor:
+        times = torch.as_tensor(t, dtype=torch.float32).reshape(-1)
+        if ((times < 0) | (times > 1)).any():
+            raise ValueError(f"t must lie in [0, 1], got {times.tolist()}")
+        if not self.any_time and (times != 0.5).any():
+            raise ValueError(f"{getattr(self.model, 'name', 'this model')} only predicts midpoints (t = 0.5)")
         if frame1.shape != frame2.shape or frame1.dim() != 4 or frame1.shape[1] != 3:
             raise ValueError(f"expected two (N, 3, H, W) batches of equal shape, got {tuple(frame1.shape)} and {tuple(frame2.shape)}")
         if frame1.shape[0] == 0:
@@ -136,18 +155,32 @@ class Interpolator:
         frame1 = self._to_device(frame1, pin)
         frame2 = self._to_device(frame2, pin)
         height, width = frame1.shape[-2:]
-        # Statistics of the whole frame, so every tile is normalised alike.
+        # Statistics (and the flow) of the whole frame, so every tile is treated alike.
         stats = joint_normalisation(frame1, frame2)
+        extra: dict[str, object] = {}
+        context = self._pad_context
+        if self.any_time:
+            extra["t"] = times.to(self.device).expand(frame1.shape[0]) if times.numel() == 1 else times.to(self.device)
+        if getattr(self.model, "needs_flow", False):
+            from sepconv_cli.flow import flow_prior
+
+            f01, f10 = flow_prior(frame1, frame2)
+            extra["flows"] = (f01, f10)
+            reach = float(torch.cat([f01, f10], 1).abs().amax()) if f01.numel() else 0.0
+            # Cap: beyond this a tile would be mostly context; such motion is rare and DIS unreliable there.
+            context = max(context, self._round(min(int(math.ceil(reach)) + self._pad_context, 512)))
         pad_h, pad_w = self._round(height) - height, self._round(width) - width
         if pad_h or pad_w:
             frame1 = F.pad(frame1, [0, pad_w, 0, pad_h], mode="replicate")
             frame2 = F.pad(frame2, [0, pad_w, 0, pad_h], mode="replicate")
+            if "flows" in extra:
+                extra["flows"] = tuple(F.pad(f, [0, pad_w, 0, pad_h], mode="replicate") for f in extra["flows"])
         try:
             with use_op_impl(self.op_impl):
                 if self.tiling.tile and frame1.shape[-2] * frame1.shape[-1] > self.tiling.max_pixels:
-                    output = self._tiled(frame1, frame2, stats)
+                    output = self._tiled(frame1, frame2, stats, extra, context)
                 else:
-                    output = self._run(frame1, frame2, stats)
+                    output = self._run(frame1, frame2, stats, extra)
         except CompiledKernelUnavailable as error:
             raise DeviceError(f"op implementation 'compiled': {error}") from None
         return output[..., :height, :width].clamp_(0, 1).float().cpu()
@@ -157,16 +190,17 @@ class Interpolator:
             frame = frame.pin_memory()
         return frame.to(self.device, torch.float32, non_blocking=pin)
 
-    def _run(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def _run(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor],
+             extra: dict[str, object]) -> torch.Tensor:
         if self.precision == "fp32":
-            return self.model(frame1, frame2, stats).float()
+            return self.model(frame1, frame2, stats, **extra).float()
         with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
-            return self.model(frame1, frame2, stats).float()
+            return self.model(frame1, frame2, stats, **extra).float()
 
-    def _tiled(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def _tiled(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor],
+               extra: dict[str, object], context: int) -> torch.Tensor:
         height, width = frame1.shape[-2:]
         tile = self._round(self.tiling.tile)
-        context = self._pad_context
         output = torch.empty(frame1.shape, dtype=torch.float32, device=self.device)
         for top in range(0, height, tile):
             for left in range(0, width, tile):
@@ -174,7 +208,10 @@ class Interpolator:
                 # pools exactly the pixels the whole frame would.
                 y0, y1 = max(top - context, 0), min(top + tile + context, height)
                 x0, x1 = max(left - context, 0), min(left + tile + context, width)
-                result = self._run(frame1[..., y0:y1, x0:x1], frame2[..., y0:y1, x0:x1], stats)
+                part = dict(extra)
+                if "flows" in extra:
+                    part["flows"] = tuple(f[..., y0:y1, x0:x1] for f in extra["flows"])  # type: ignore[union-attr]
+                result = self._run(frame1[..., y0:y1, x0:x1], frame2[..., y0:y1, x0:x1], stats, part)
                 bottom, right = min(top + tile, height), min(left + tile, width)
                 output[..., top:bottom, left:right] = result[..., top - y0 : bottom - y0, left - x0 : right - x0]
         return output

@@ -8,7 +8,7 @@ Baselines (no weights needed):
 
 - ``dup``: the first frame again (what a player does without interpolation).
 - ``blend``: the per-pixel average of the two frames.
-- ``flow``: OpenCV's DIS optical flow (preset ``medium``, on grey levels) in both
+- ``flow``: OpenCV's DIS optical flow (preset ``medium``, on grey levels; ``sepconv_cli.flow``) in both
   directions, F01 from the first frame to the second and F10 back. Assuming linear
   motion, the flow from the middle to each input is approximated as in Super SloMo
   (Jiang et al. 2018): Ft0 = (F10 - F01) / 4 and Ft1 = -Ft0; each input is sampled
@@ -91,44 +91,17 @@ class Blend(Method):
 
 
 class FlowInterpolation(Method):
-    """Bidirectional DIS flow warped to the midpoint (see the module docstring for the rule)."""
+    """Bidirectional DIS flow warped to the midpoint: ``sepconv_cli.flow.baseline``, the rule
+    in the module docstring, and the prior the flowsep model starts from."""
 
     name = "flow"
 
-    def __init__(self) -> None:
-        import cv2
-
-        self._cv2 = cv2
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-
     def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        cv2 = self._cv2
-        grey0 = cv2.cvtColor(first, cv2.COLOR_RGB2GRAY)
-        grey1 = cv2.cvtColor(second, cv2.COLOR_RGB2GRAY)
-        f01 = self._dis.calc(grey0, grey1, None)  # (H, W, 2): (dx, dy) from first to second
-        f10 = self._dis.calc(grey1, grey0, None)
-        height, width = grey0.shape
-        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-        ft0 = 0.25 * (f10 - f01)
-        p0x, p0y = xs + ft0[..., 0], ys + ft0[..., 1]
-        p1x, p1y = xs - ft0[..., 0], ys - ft0[..., 1]
+        from sepconv_cli.flow import baseline
 
-        def sample(image: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
-            return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-        warped0 = sample(first.astype(np.float32), p0x, p0y)
-        warped1 = sample(second.astype(np.float32), p1x, p1y)
-        f01_at0, f10_at1 = sample(f01, p0x, p0y), sample(f10, p1x, p1y)
-        error0 = np.hypot(p0x + f01_at0[..., 0] - p1x, p0y + f01_at0[..., 1] - p1y)
-        error1 = np.hypot(p1x + f10_at1[..., 0] - p0x, p1y + f10_at1[..., 1] - p0y)
-        inside0 = (p0x >= 0) & (p0x <= width - 1) & (p0y >= 0) & (p0y <= height - 1)
-        inside1 = (p1x >= 0) & (p1x <= width - 1) & (p1y >= 0) & (p1y <= height - 1)
-        w0 = inside0 / (1 + error0**2)
-        w1 = inside1 / (1 + error1**2)
-        total = w0 + w1
-        neither = total < 1e-6
-        w0 = np.where(neither, 0.5, w0 / np.maximum(total, 1e-6))[..., None]
-        return to_uint8(w0 * warped0 + (1 - w0) * warped1)
+        a = torch.from_numpy(first).permute(2, 0, 1)[None].float().div_(255)
+        b = torch.from_numpy(second).permute(2, 0, 1)[None].float().div_(255)
+        return to_uint8(baseline(a, b, 0.5)[0].permute(1, 2, 0).mul(255).numpy())
 
 
 class MInterpolate(Method):

@@ -20,6 +20,7 @@ from torch import nn
 
 from sepconv_cli.errors import WeightsError
 from sepconv_cli.models.dsepconv import DSepConv, DSepConvConfig
+from sepconv_cli.models.flowsep import FlowSep, FlowSepConfig
 from sepconv_cli.models.sepconv import SepConv, SepConvConfig
 from sepconv_cli.serialization import load_code_free
 
@@ -39,6 +40,7 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
+    "flowsep": ModelSpec("flowsep", FlowSep, FlowSepConfig, "FlowSep: DIS flow-guided 3×3 deformable separable kernels, any time t (the default)"),
     "sepconv": ModelSpec("sepconv", SepConv, SepConvConfig, "SepConv: 51-tap separable kernels (±25 px motion)"),
     "dsepconv": ModelSpec("dsepconv", DSepConv, DSepConvConfig, "DSepConv: 5×5 separable kernels with learned tap offsets"),
 }

@@ -1,0 +1,216 @@
+"""The classical motion prior: OpenCV DIS optical flow, and what it predicts at time t.
+
+One implementation serves both ``eval --method flow`` (the flow baseline) and the flowsep
+model, which starts from exactly that baseline and learns corrections to it.
+
+Conventions: frames are (N, 3, H, W) float tensors in [0, 1]; a flow is (N, 2, H, W) in
+pixels, channel 0 = dx, channel 1 = dy; ``f01`` maps a pixel of frame 0 to where it is in
+frame 1 (``f10`` back). ``t`` is the time of the wanted frame, 0 = frame 0, 1 = frame 1,
+as a float or an (N,) tensor.
+
+The baseline at time t (Super SloMo's approximation of the flow from t to the inputs,
+Jiang et al. 2018, and a forward-backward consistency rule for occlusions):
+
+    Ft0 = -(1-t)·t·F01 + t²·F10,   Ft1 = (1-t)²·F01 - t·(1-t)·F10
+    W0 = I0 sampled at p0 = x + Ft0,  W1 = I1 sampled at p1 = x + Ft1 (bilinear, edges replicated)
+    e0 = |p0 + F01(p0) - p1|,  e1 = |p1 + F10(p1) - p0|
+    w0 = (1-t)·[p0 inside] / (1 + e0²),  w1 = t·[p1 inside] / (1 + e1²)
+    out = (w0·W0 + w1·W1) / (w0 + w1)    ((1-t)·W0 + t·W1 where both weights vanish)
+
+At t = 0.5 the time factors cancel and this is the rule ``eval --method flow`` has always
+used. ``splat`` adds the other way of compensating motion, forward splatting, which fails
+in different places (it keeps thin moving objects that backward warping tears, but
+leaves holes): the network gets both.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+__all__ = [
+    "FlowPrior",
+    "baseline",
+    "dis_flows",
+    "flow_prior",
+    "intermediate_flows",
+    "splat",
+    "warp",
+]
+
+# DIS runs on a copy no wider than this: at 1080p and above the flow of a half-size copy
+# (scaled back up) is as good for the prior and 4x cheaper.
+MAX_FLOW_WIDTH = 1280
+
+_local = threading.local()
+
+
+def _dis():  # noqa: ANN202 - cv2.DISOpticalFlow
+    """One DIS instance per thread (OpenCV's objects are not safe to share across threads)."""
+    import cv2
+
+    if getattr(_local, "dis", None) is None:
+        _local.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return _local.dis
+
+
+def dis_flows(grey0: np.ndarray, grey1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DIS flow (preset medium) both ways between two (H, W) uint8 grey images.
+
+    Returns F01 and F10 as (H, W, 2) float32 (dx, dy) in pixels of the given images.
+    """
+    dis = _dis()
+    return dis.calc(grey0, grey1, None), dis.calc(grey1, grey0, None)
+
+
+def _grey(frames: Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [0, 1] → (N, H, W) uint8, OpenCV's RGB→grey weights."""
+    rgb = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    import cv2
+
+    return np.stack([cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) for image in rgb])
+
+
+def flow_prior(frame0: Tensor, frame1: Tensor, max_width: int = MAX_FLOW_WIDTH) -> tuple[Tensor, Tensor]:
+    """F01 and F10 of two (N, 3, H, W) batches, each (N, 2, H, W) float32 on the frames' device.
+
+    Frames wider than ``max_width`` are halved (repeatedly) before DIS and the flow is
+    scaled back up, bilinearly, with its vectors multiplied by the same factor.
+    """
+    import cv2
+
+    grey0, grey1 = _grey(frame0), _grey(frame1)
+    height, width = grey0.shape[1:]
+    scale = 1
+    while width // scale > max_width:
+        scale *= 2
+    forward, backward = [], []
+    for a, b in zip(grey0, grey1):
+        if scale > 1:
+            size = (max(1, width // scale), max(1, height // scale))
+            a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+            b = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
+        f01, f10 = dis_flows(a, b)
+        if scale > 1:
+            sx, sy = width / a.shape[1], height / a.shape[0]
+            f01 = cv2.resize(f01, (width, height), interpolation=cv2.INTER_LINEAR) * np.float32([sx, sy])
+            f10 = cv2.resize(f10, (width, height), interpolation=cv2.INTER_LINEAR) * np.float32([sx, sy])
+        forward.append(f01)
+        backward.append(f10)
+
+    def to_tensor(flows: list[np.ndarray]) -> Tensor:
+        return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous().to(frame0.device)
+
+    return to_tensor(forward), to_tensor(backward)
+
+
+def _time(t: float | Tensor, like: Tensor) -> Tensor:
+    """``t`` as an (N, 1, 1, 1) tensor matching ``like``'s batch, dtype and device."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    return t.reshape(-1, 1, 1, 1).expand(like.shape[0], 1, 1, 1)
+
+
+def intermediate_flows(f01: Tensor, f10: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+    """Flows from time t back to frame 0 and on to frame 1 (Super SloMo's linear-motion approximation)."""
+    t = _time(t, f01)
+    ft0 = -(1 - t) * t * f01 + t * t * f10
+    ft1 = (1 - t) ** 2 * f01 - t * (1 - t) * f10
+    return ft0, ft1
+
+
+def _grid(flow: Tensor) -> Tensor:
+    """Sample positions x + flow in grid_sample's normalised coordinates (align_corners=True)."""
+    _, _, height, width = flow.shape
+    ys = torch.arange(height, dtype=flow.dtype, device=flow.device).view(1, height, 1)
+    xs = torch.arange(width, dtype=flow.dtype, device=flow.device).view(1, 1, width)
+    gx = (xs + flow[:, 0]) * (2 / max(width - 1, 1)) - 1
+    gy = (ys + flow[:, 1]) * (2 / max(height - 1, 1)) - 1
+    return torch.stack([gx, gy], dim=-1)
+
+
+def warp(image: Tensor, flow: Tensor) -> Tensor:
+    """``image`` sampled bilinearly at x + ``flow`` (backward warping), edges replicated."""
+    return F.grid_sample(image, _grid(flow), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _inside(flow: Tensor) -> Tensor:
+    _, _, height, width = flow.shape
+    ys = torch.arange(height, dtype=flow.dtype, device=flow.device).view(1, height, 1)
+    xs = torch.arange(width, dtype=flow.dtype, device=flow.device).view(1, 1, width)
+    px, py = xs + flow[:, 0], ys + flow[:, 1]
+    return ((px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)).unsqueeze(1).to(flow.dtype)
+
+
+@torch.no_grad()
+def splat(frame0: Tensor, frame1: Tensor, f01: Tensor, f10: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+    """Both frames splatted forward to time t, weighted by photometric consistency.
+
+    Each pixel of frame 0 moves by t·F01 and each of frame 1 by (1-t)·F10; it is spread
+    over the four pixels around where it lands (bilinear weights) with weight
+    exp(-10·|I0 - I1(x + F01)|) (mean over channels), times (1-t) for frame 0 and t for
+    frame 1, so where two pixels land on one, the one whose flow is consistent wins.
+    Returns the normalised frame (N, 3, H, W) and the total weight per pixel (N, 1, H, W);
+    where the weight is below 1e-3 (holes) the frame is 0.
+    """
+    t = _time(t, frame0)
+    n, c, height, width = frame0.shape
+    total = torch.zeros(n * height * width, c + 1, dtype=frame0.dtype, device=frame0.device)
+    ys = torch.arange(height, device=frame0.device).view(1, height, 1).expand(n, height, width)
+    xs = torch.arange(width, device=frame0.device).view(1, 1, width).expand(n, height, width)
+    batch = torch.arange(n, device=frame0.device).view(n, 1, 1).expand(n, height, width)
+    for source, other, flow, factor, time_weight in ((frame0, frame1, f01, t, 1 - t), (frame1, frame0, f10, 1 - t, t)):
+        error = (source - warp(other, flow)).abs().mean(1, keepdim=True)
+        weight = torch.exp(-10 * error) * time_weight  # (N, 1, H, W)
+        values = torch.cat([source * weight, weight], 1).permute(0, 2, 3, 1)  # (N, H, W, C+1)
+        qx = xs + factor[:, 0] * flow[:, 0]
+        qy = ys + factor[:, 0] * flow[:, 1]
+        x0, y0 = qx.floor(), qy.floor()
+        for dy in (0, 1):
+            for dx in (0, 1):
+                cx, cy = x0 + dx, y0 + dy
+                bilinear = (1 - (qx - cx).abs()) * (1 - (qy - cy).abs())
+                valid = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1) & (bilinear > 0)
+                index = (batch * height + cy.clamp(0, height - 1).long()) * width + cx.clamp(0, width - 1).long()
+                contribution = values * (bilinear * valid).unsqueeze(-1)
+                total.index_add_(0, index.reshape(-1), contribution.reshape(-1, c + 1))
+    total = total.view(n, height, width, c + 1).permute(0, 3, 1, 2)
+    coverage = total[:, c:]
+    image = torch.where(coverage > 1e-3, total[:, :c] / coverage.clamp_min(1e-3), torch.zeros_like(total[:, :c]))
+    return image, coverage
+
+
+class FlowPrior:
+    """What the flow baseline computes at time t, kept for the network to refine.
+
+    Attributes are (N, C, H, W) tensors: ``ft0``/``ft1`` the flows from t to the inputs,
+    ``warped0``/``warped1`` the backward-warped inputs, ``weight0`` the baseline's
+    normalised weight of ``warped0`` (``1 - weight0`` that of ``warped1``), ``error0``/
+    ``error1`` the forward-backward errors in pixels, and ``t`` (N, 1, 1, 1).
+    """
+
+    def __init__(self, frame0: Tensor, frame1: Tensor, f01: Tensor, f10: Tensor, t: float | Tensor) -> None:
+        self.t = _time(t, frame0)
+        self.ft0, self.ft1 = intermediate_flows(f01, f10, self.t)
+        self.warped0, self.warped1 = warp(frame0, self.ft0), warp(frame1, self.ft1)
+        p0_to_1 = warp(f01, self.ft0)  # F01 where frame 0 was sampled
+        p1_to_0 = warp(f10, self.ft1)
+        self.error0 = (self.ft0 + p0_to_1 - self.ft1).norm(dim=1, keepdim=True)
+        self.error1 = (self.ft1 + p1_to_0 - self.ft0).norm(dim=1, keepdim=True)
+        w0 = (1 - self.t) * _inside(self.ft0) / (1 + self.error0**2)
+        w1 = self.t * _inside(self.ft1) / (1 + self.error1**2)
+        total = w0 + w1
+        self.weight0 = torch.where(total < 1e-6, (1 - self.t).expand_as(total), w0 / total.clamp_min(1e-6))
+
+    def blend(self) -> Tensor:
+        """The flow baseline's frame at time t, (N, 3, H, W), not clamped."""
+        return self.weight0 * self.warped0 + (1 - self.weight0) * self.warped1
+
+
+def baseline(frame0: Tensor, frame1: Tensor, t: float | Tensor = 0.5) -> Tensor:
+    """``eval --method flow``: the DIS flow baseline's frame at time ``t`` (N, 3, H, W), not clamped."""
+    f01, f10 = flow_prior(frame0, frame1)
+    return FlowPrior(frame0, frame1, f01, f10, t).blend()

@@ -1,0 +1,229 @@
+"""FlowSep, the default model, and the motion prior it shares with ``eval --method flow``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sepconv_cli.engine import Interpolator, Tiling
+from sepconv_cli.evaluation.methods import FlowInterpolation, to_uint8
+from sepconv_cli.flow import FlowPrior, baseline, flow_prior, intermediate_flows, splat, warp
+from sepconv_cli.models.flowsep import FlowSep, FlowSepConfig, gate
+from sepconv_cli.models.registry import build_model, load_weights, save_weights
+from tests.media import texture
+
+TINY = {"channels": [4, 8, 8, 8]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def moving_pair(height: int = 96, width: int = 128, shift: tuple[int, int] = (5, -3)) -> tuple[np.ndarray, ...]:
+    """Frames 0, 1 and 2 of a texture translating by ``shift`` (dx, dy) per frame, with a
+    square moving the other way over it (an occlusion), (H, W, 3) uint8 each."""
+    big = texture(0, width + 40, height + 40)
+    patch = texture(1, 24, 24)
+    frames = []
+    for k in range(3):
+        dx, dy = shift[0] * k, shift[1] * k
+        frame = big[20 - dy : 20 - dy + height, 20 - dx : 20 - dx + width].copy()
+        x, y = 60 - 4 * k, 30 + 2 * k
+        frame[y : y + 24, x : x + 24] = patch
+        frames.append(frame)
+    return tuple(frames)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
+
+
+def to_image(frame: torch.Tensor) -> np.ndarray:
+    return to_uint8(frame[0].permute(1, 2, 0).mul(255).numpy())
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+def randomised(config: dict | None = None, seed: int = 0) -> FlowSep:
+    """A FlowSep whose zero-initialised head is made random, so its residuals are not zero."""
+    torch.manual_seed(seed)
+    model = build_model("flowsep", config or TINY).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.05)
+    torch.nn.init.normal_(model.head.bias, std=0.05)
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# The motion prior
+
+
+def test_intermediate_flows_match_super_slomo_at_the_midpoint() -> None:
+    f01, f10 = torch.randn(2, 2, 5, 7), torch.randn(2, 2, 5, 7)
+    ft0, ft1 = intermediate_flows(f01, f10, 0.5)
+    assert torch.allclose(ft0, 0.25 * (f10 - f01)) and torch.allclose(ft1, -ft0)
+    ft0, ft1 = intermediate_flows(f01, f10, torch.tensor([0.0, 1.0]))
+    assert torch.equal(ft0[0], torch.zeros_like(ft0[0])) and torch.allclose(ft1[0], f01[0])
+    assert torch.allclose(ft0[1], f10[1]) and torch.equal(ft1[1], torch.zeros_like(ft1[1]))
+
+
+def test_warp_is_backward_warping_with_replicated_edges() -> None:
+    image = torch.arange(20.0).view(1, 1, 4, 5)
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[:, 0] = 1  # sample one pixel to the right
+    out = warp(image, flow)
+    assert torch.allclose(out[..., :4], image[..., 1:]) and torch.allclose(out[..., 4], image[..., 4])
+    flow[:, 0] = 0.25
+    assert torch.allclose(warp(image, flow)[..., 0], image[..., 0] + 0.25)
+
+
+def test_splat_moves_pixels_forward_and_leaves_holes_empty() -> None:
+    frame0 = torch.rand(1, 3, 6, 8, dtype=torch.float64)
+    frame1 = torch.roll(frame0, 2, dims=-1)  # content moves 2 px right
+    f01 = torch.zeros(1, 2, 6, 8, dtype=torch.float64)
+    f01[:, 0] = 2
+    image, coverage = splat(frame0, frame1, f01, -f01, 0.5)
+    # At t = 0.5 everything moved by exactly 1 px; column 0 is a hole for frame 0's splat
+    # but frame 1's (moving left by 1 px) fills it.
+    expected = torch.roll(frame0, 1, dims=-1)
+    assert torch.allclose(image[..., 1:7], expected[..., 1:7])
+    assert (coverage > 0).all()
+    image, coverage = splat(frame0, frame1, f01, -f01, 0.0)  # frame 1 has no weight at t = 0
+    assert torch.allclose(image, frame0)
+
+
+def test_flow_prior_downscales_wide_frames_and_scales_vectors_back() -> None:
+    first, second, _ = moving_pair(64, 192, shift=(6, 0))
+    a, b = to_tensor(first), to_tensor(second)
+    f01, f10 = flow_prior(a, b)
+    half01, _ = flow_prior(a, b, max_width=100)  # DIS on a 96×32 copy
+    assert f01.shape == half01.shape == (1, 2, 64, 192)
+    # The background moves 6 px right; both estimates say so in full-size pixels.
+    for flow in (f01, half01):
+        assert float(flow[0, 0, 8:24, 120:180].median()) == pytest.approx(6, abs=0.75)
+        assert float(flow[0, 1, 8:24, 120:180].median()) == pytest.approx(0, abs=0.75)
+    assert float(f10[0, 0, 8:24, 120:180].median()) == pytest.approx(-6, abs=0.75)
+
+
+def test_flow_baseline_weights_follow_the_time() -> None:
+    first, second, _ = moving_pair()
+    a, b = to_tensor(first), to_tensor(second)
+    f01, f10 = flow_prior(a, b)
+    assert torch.allclose(FlowPrior(a, b, f01, f10, 0.0).blend(), a, atol=1e-6)
+    assert torch.allclose(FlowPrior(a, b, f01, f10, 1.0).blend(), b, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# The network
+
+
+def test_untrained_flowsep_is_the_flow_baseline() -> None:
+    """Training starts from ``eval --method flow``: within 0.05 dB at t = 0.5 (the splat's 1e-3 share)."""
+    first, middle, second = moving_pair()
+    model = build_model("flowsep").eval()
+    with torch.no_grad():
+        ours = to_image(model(to_tensor(first)[..., :96, :128], to_tensor(second)[..., :96, :128]).clamp(0, 1))
+    flow = FlowInterpolation()(first, second)
+    assert abs(psnr(ours, middle) - psnr(flow, middle)) < 0.05
+    assert np.abs(ours.astype(int) - flow).max() <= 2
+    assert psnr(flow, middle) > psnr(((first.astype(int) + second) // 2).astype(np.uint8), middle) + 3
+
+
+def test_inputs_come_back_at_t0_and_t1_whatever_the_weights() -> None:
+    first, _, second = moving_pair()
+    a, b = to_tensor(first), to_tensor(second)
+    model = randomised()
+    with torch.no_grad():
+        start = model(a, b, t=0.0)
+        end = model(a, b, t=1.0)
+        middle = model(a, b, t=0.5)
+    assert (start - a).abs().max() < 1 / 255 and (end - b).abs().max() < 1 / 255
+    assert (middle - baseline(a, b)).abs().max() > 0.01  # the residuals do act in between
+    assert float(gate(torch.tensor(0.5))) == 1 and float(gate(torch.tensor(0.0))) == 0
+
+
+def test_a_batch_of_times_equals_one_call_per_time() -> None:
+    first, _, second = moving_pair()
+    a, b = to_tensor(first), to_tensor(second)
+    model = randomised()
+    times = torch.tensor([0.25, 0.5, 0.8])
+    with torch.no_grad():
+        batched = model(a.expand(3, -1, -1, -1), b.expand(3, -1, -1, -1), t=times)
+        single = torch.cat([model(a, b, t=float(t)) for t in times])
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_gradients_reach_every_head_output() -> None:
+    first, middle, second = moving_pair()
+    model = build_model("flowsep", TINY).train()
+    out = model(to_tensor(first), to_tensor(second), t=0.5)
+    (out - to_tensor(middle)).abs().mean().backward()
+    grad = model.head.bias.grad
+    assert grad is not None and torch.isfinite(grad).all()
+    # From the start the kernels, the centre tap's offsets and the blend logits all get a
+    # signal; the other taps' offsets follow once the kernels give those taps weight.
+    n, taps = 3, 9
+    for frame in range(2):
+        block = grad[frame * (2 * n + 3 * taps) :]
+        assert (block[: 2 * n].abs() > 0).all()  # vertical and horizontal kernels
+        assert block[2 * n + taps // 2] != 0 and block[2 * n + taps + taps // 2] != 0  # centre dy, dx
+    assert (grad[-3:].abs() > 0).all()
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        FlowSepConfig(kernel_size=4)
+    with pytest.raises(ValueError, match="four levels"):
+        FlowSepConfig(channels=(8, 8, 8))
+    with pytest.raises(ValueError, match="divisible by 16"):
+        build_model("flowsep", TINY)(torch.rand(1, 3, 40, 48), torch.rand(1, 3, 40, 48))
+
+
+def test_weights_round_trip(tmp_path) -> None:  # noqa: ANN001
+    model = randomised()
+    save_weights(model, tmp_path / "flowsep.pt")
+    loaded = load_weights(tmp_path / "flowsep.pt", model="flowsep")
+    first, _, second = moving_pair()
+    with torch.no_grad():
+        assert torch.allclose(model(to_tensor(first), to_tensor(second)), loaded(to_tensor(first), to_tensor(second)),
+                              atol=2e-3)
+
+
+# --------------------------------------------------------------------------------------
+# Through the engine
+
+
+def test_engine_pads_computes_the_flow_once_and_takes_any_time() -> None:
+    first, _, second = moving_pair(90, 118)
+    a, b = to_tensor(first), to_tensor(second)
+    interpolator = Interpolator(randomised(), device="cpu")
+    assert interpolator.any_time
+    out = interpolator.at(a, b, 0.3)
+    assert out.shape == a.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert torch.allclose(interpolator.at(a, b, 0.0), a, atol=1 / 255)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        interpolator.at(a, b, 1.5)
+
+
+def test_tiled_equals_untiled() -> None:
+    first, _, second = moving_pair(96, 160, shift=(9, 2))
+    a, b = to_tensor(first), to_tensor(second)
+    model = randomised()
+    torch.nn.init.normal_(model.head.weight, std=0.005)  # a smooth model, as trained ones are
+    whole = Interpolator(model, device="cpu", tiling=Tiling(tile=0)).at(a, b, 0.4)
+    tiled = Interpolator(model, device="cpu", tiling=Tiling(tile=32, context=64, max_pixels=1)).at(a, b, 0.4)
+    assert (whole - tiled).abs().max() <= 1 / 255
+
+
+def test_midpoint_only_models_refuse_other_times(tiny_sepconv: torch.nn.Module) -> None:
+    interpolator = Interpolator(tiny_sepconv, device="cpu")
+    frames = torch.rand(1, 3, 32, 32)
+    assert not interpolator.any_time
+    with pytest.raises(ValueError, match="only predicts midpoints"):
+        interpolator.at(frames, frames, 0.25)
