@@ -55,7 +55,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sepconv_cli import __version__
-from sepconv_cli.data.dataset import SceneDataset, TripletDataset, split_cache, to_frames
+from sepconv_cli.data.dataset import MixedDataset, SceneDataset, TripletDataset, split_cache, to_frames
 from sepconv_cli.errors import DeviceError, InputError, OutputError, SepconvError, WeightsError
 from sepconv_cli.losses import Objective, build_objective, default_losses
 from sepconv_cli.metrics import psnr, ssim
@@ -88,6 +88,12 @@ class TrainConfig:
     Stopping: after ``epochs`` epochs, ``max_steps`` optimizer steps or ``time_budget``
     seconds, whichever comes first (None: no limit).
     ``losses``: specs for ``losses.parse_losses`` (empty: the model's paper objective).
+    ``val_data``: a patch cache of held-out footage to validate on (and keep the best
+    checkpoint by) instead of the training data's own split; with both ``data`` and
+    ``synthetic`` the two are mixed, about half and half (cache triplets repeated to match).
+    ``scene_size``/``max_motion``: procedural scenes' side and largest motion (px);
+    ``h264``: share of scenes whose inputs go through a libx264 round trip. Models that
+    take any time t (flowsep) get scenes at random t, with noise and JPEG on the inputs only.
     ``init``: weights file to start from (fine-tuning). ``model_config``: overrides of the
     model's defaults (a tiny network for tests, a different kernel size).
     Devices: ``precision`` fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler and
@@ -100,6 +106,10 @@ class TrainConfig:
     synthetic: str | None = None
     scenes_per_epoch: int = 16384
     val_scenes: int = 64
+    val_data: str | None = None
+    scene_size: int = 150
+    max_motion: float = 40.0
+    h264: float = 0.0
     losses: list[str] = field(default_factory=list)
     vgg_weights: str | None = None
     init: str | None = None
@@ -489,6 +499,21 @@ def _finite(value: Any) -> bool:
 # Validation
 
 
+def split_batch(batch: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A loader's batch as (triplets, middle times or None): timed datasets yield pairs."""
+    if isinstance(batch, (list, tuple)):
+        return batch[0], batch[1]
+    return batch, None
+
+
+def run_model(model: nn.Module, frame1: torch.Tensor, frame2: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
+    """The middle frame; models that take any time get the batch's times (0.5 when None)."""
+    core = getattr(model, "module", model)  # DDP wraps the network
+    if getattr(core, "any_time", False):
+        return model(frame1, frame2, t=0.5 if times is None else times.to(frame1.device))
+    return model(frame1, frame2)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool = False) -> dict[str, float]:
     """Mean PSNR, SSIM (predictions rounded to 8 bits, as ``sepconv evaluate``) and L1 over ``loader``."""
@@ -496,8 +521,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, channel
     model.eval()
     scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": [], "l1": []}
     for batch in loader:
+        batch, times = split_batch(batch)
         frame1, middle, frame2 = to_frames(batch, device, channels_last)
-        prediction = model(frame1, frame2).float().clamp(0, 1).mul(255).round().div(255)
+        prediction = run_model(model, frame1, frame2, times).float().clamp(0, 1).mul(255).round().div(255)
         scores["psnr"].append(psnr(prediction, middle).clamp(max=100).float().cpu())
         scores["ssim"].append(ssim(prediction, middle).float().cpu())
         scores["l1"].append((prediction - middle).abs().flatten(1).mean(1).cpu())
@@ -506,12 +532,14 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, channel
 
 
 @torch.no_grad()
-def predict_samples(model: nn.Module, batch: torch.Tensor, device: torch.device) -> list[np.ndarray]:
+def predict_samples(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+                    device: torch.device) -> list[np.ndarray]:
     """(N, 3, 3, S, S) uint8 triplets → N arrays (4, S, S, 3) uint8: frame 0, frame 1, prediction, truth."""
     was_training = model.training
     model.eval()
+    batch, times = split_batch(batch)
     frame1, middle, frame2 = to_frames(batch, device)
-    prediction = model(frame1, frame2).float()
+    prediction = run_model(model, frame1, frame2, times).float()
     model.train(was_training)
     stack = torch.stack([frame1, frame2, prediction, middle], 1)  # (N, 4, 3, S, S)
     images = stack.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
@@ -628,11 +656,30 @@ class Trainer:
 
     def _setup_data(self) -> None:
         c = self.config
+        timed = bool(getattr(self.network, "any_time", False))
         if c.synthetic:
+            from sepconv_cli.data.synthetic import SceneConfig
+
+            scenes = SceneConfig(size=c.scene_size, max_motion=c.max_motion, random_time=timed, clean_target=timed)
+            if c.crop > scenes.size:
+                raise InputError(f"--crop {c.crop} is larger than the {scenes.size} px scenes (--scene-size)")
             self.data_description = f"procedural scenes from {c.synthetic}"
-            self.train_set: Dataset = SceneDataset(c.synthetic, c.scenes_per_epoch, c.crop, seed=c.seed)
+            self.train_set: Dataset = SceneDataset(c.synthetic, c.scenes_per_epoch, c.crop, seed=c.seed, config=scenes,
+                                                   timed=timed, h264=c.h264)
             self.val_set: Dataset | None = (SceneDataset(c.synthetic, c.val_scenes, c.crop, augmented=False,
-                                                         seed=c.seed + 1, fixed=True) if c.val_scenes > 0 else None)
+                                                         seed=c.seed + 1, fixed=True, config=scenes, timed=timed,
+                                                         h264=c.h264) if c.val_scenes > 0 else None)
+        if c.synthetic and c.data:
+            from sepconv_cli.data.cache import PatchCache
+
+            cache = PatchCache(c.data)
+            if cache.size < c.crop:
+                raise InputError(f"patch cache {c.data} holds {cache.size} px patches, smaller than --crop {c.crop}")
+            footage = TripletDataset(cache, None, c.crop, seed=c.seed, timed=timed)
+            self.train_set = MixedDataset([self.train_set, footage])
+            self.data_description += f" mixed with patch cache {c.data} ({len(cache)} triplets)"
+        elif c.synthetic:
+            pass
         else:
             from sepconv_cli.data.cache import PatchCache, default_cache_dir
 
@@ -647,6 +694,13 @@ class Trainer:
             self.data_description = f"patch cache {root} ({len(cache)} triplets of {cache.size} px)"
             self.train_set = TripletDataset(cache, train_idx, c.crop, seed=c.seed)
             self.val_set = TripletDataset(cache, val_idx, c.crop, augmented=False) if len(val_idx) else None
+        if c.val_data:
+            from sepconv_cli.data.cache import PatchCache
+
+            held_out = PatchCache(c.val_data)
+            crop = held_out.size - held_out.size % self.network.stride
+            self.val_set = TripletDataset(held_out, None, crop, augmented=False, timed=timed)
+            self.data_description += f"; validated on patch cache {c.val_data} ({len(held_out)} triplets)"
         self.sampler = EpochSampler(self.train_set, self.env.world, self.env.rank, c.seed)
         self.steps_per_epoch = self.sampler.num_samples // self.per_rank
         if self.steps_per_epoch == 0:
@@ -757,7 +811,7 @@ class Trainer:
             self.best = {"psnr": scores["psnr"], "ssim": scores["ssim"], "step": self.step}
         if epoch_end and self.config.samples > 0:
             count = min(self.config.samples, len(self.val_set))
-            batch = torch.stack([self.val_set[i] for i in range(count)])
+            batch = torch.utils.data.default_collate([self.val_set[i] for i in range(count)])
             self.writer.save_samples(self.epoch, predict_samples(self.network, batch, self.device))
         if epoch_end:
             self.save_last()
@@ -770,14 +824,16 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------
 
     def _train_step(self, batch: torch.Tensor) -> torch.Tensor:
+        batch, times = split_batch(batch)
         frame1, middle, frame2 = to_frames(batch, self.device, self.channels_last)
         with self._autocast():
             if self.objective.needs_flipped:
                 # One forward pass over both temporal orders (DDP allows one forward per backward).
-                both = self.model(torch.cat([frame1, frame2]), torch.cat([frame2, frame1]))
+                both_times = None if times is None else torch.cat([times, 1 - times])
+                both = run_model(self.model, torch.cat([frame1, frame2]), torch.cat([frame2, frame1]), both_times)
                 prediction, flipped = both.chunk(2)
             else:
-                prediction, flipped = self.model(frame1, frame2), None
+                prediction, flipped = run_model(self.model, frame1, frame2, times), None
             total, terms = self.objective(prediction, middle, flipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()

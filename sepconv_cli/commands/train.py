@@ -90,6 +90,13 @@ def _default_workers() -> int:
               help="Folder of photographs: render procedural scenes on the fly instead of reading a cache.")
 @click.option("--scenes-per-epoch", type=click.IntRange(1), default=16384, show_default=True, help="With --synthetic.")
 @click.option("--val-scenes", type=click.IntRange(0), default=64, show_default=True, help="Fixed validation scenes (with --synthetic).")
+@click.option("--val-data", type=click.Path(path_type=Path, file_okay=False),
+              help="Patch cache of held-out footage to validate on and keep the best checkpoint by.")
+@click.option("--scene-size", type=click.IntRange(32), default=150, show_default=True, help="Side of procedural scenes (px).")
+@click.option("--max-motion", type=click.FloatRange(0), default=40.0, show_default=True,
+              help="Largest motion in procedural scenes (px between the two input frames).")
+@click.option("--h264", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of procedural scenes whose input frames go through a libx264 round trip.")
 @click.option("--model", type=click.Choice(sorted(MODELS)), default="sepconv", show_default=True)
 @click.option("--model-config", multiple=True, metavar="KEY=VALUE|JSON",
               help='Override the model\'s defaults, e.g. kernel_size=5 channels=[4,4,8,8,8] (repeatable).')
@@ -145,7 +152,7 @@ def train(ctx: click.Context, quiet: bool, out: Path | None, resume: Path | None
     values = {FIELDS.get(name, name): value for name, value in options.items()}
     values["model_config"] = parse_model_config(options["model_config"])
     values["losses"] = list(options["loss"])
-    for key in ("data", "synthetic", "vgg_weights", "init"):
+    for key in ("data", "synthetic", "val_data", "vgg_weights", "init"):
         values[key] = str(values[key]) if values[key] is not None else None
 
     if resume is not None:
@@ -164,8 +171,6 @@ def train(ctx: click.Context, quiet: bool, out: Path | None, resume: Path | None
                                        f"(the run's settings are in {resume / 'config.json'})")
         run_dir: Path | None = resume
     else:
-        if values["data"] is not None and values["synthetic"] is not None:
-            raise click.UsageError("give --data or --synthetic, not both")
         if values["epochs"] is None and values["max_steps"] is None and values["time_budget"] is None:
             values["epochs"] = 50
         config = TrainConfig.from_dict(values)

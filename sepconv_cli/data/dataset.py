@@ -35,6 +35,12 @@ def augment(triplet: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndar
 
     ``triplet``: (3, 3, S, S) array (any dtype); returns a contiguous (3, 3, crop, crop) copy.
     """
+    return augment_timed(triplet, rng, crop)[0]
+
+
+def augment_timed(triplet: np.ndarray, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, bool]:
+    """``augment``, also saying whether the frames were swapped in time (a middle frame
+    at time t is then at 1 - t)."""
     size = triplet.shape[-1]
     y, x = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
     out = triplet[..., y : y + crop, x : x + crop]
@@ -46,9 +52,10 @@ def augment(triplet: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndar
         out = out[..., ::-1, :]
     elif transform == "rotate":
         out = np.rot90(out, k=turn, axes=(-2, -1))
-    if rng.random() < 0.5:
+    swapped = rng.random() < 0.5
+    if swapped:
         out = out[::-1]
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(out), swapped
 
 
 def centre_crop(triplet: np.ndarray, crop: int) -> np.ndarray:
@@ -67,23 +74,30 @@ def to_frames(batch: torch.Tensor, device: torch.device | str | None = None,
 
 
 class _Augmented(Dataset):
-    def __init__(self, crop: int, augmented: bool, seed: int) -> None:
+    """``timed``: items are ``(triplet, t)`` pairs, t the middle frame's time as a float32
+    tensor (after the temporal swap), for models that take any time."""
+
+    def __init__(self, crop: int, augmented: bool, seed: int, timed: bool = False) -> None:
         self.crop = crop
         self.augmented = augmented
         self.seed = seed
         self.epoch = 0
+        self.timed = timed
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch's augmentations (call before iterating; DataLoader workers are re-made each epoch)."""
         self.epoch = int(epoch)
 
-    def _finish(self, triplet: np.ndarray, index: int) -> torch.Tensor:
+    def _finish(self, triplet: np.ndarray, index: int, time: float = 0.5) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.augmented:
-            triplet = augment(triplet, np.random.default_rng([self.seed, self.epoch, index]), self.crop)
+            triplet, swapped = augment_timed(triplet, np.random.default_rng([self.seed, self.epoch, index]), self.crop)
+            time = 1 - time if swapped else time
         else:
             triplet = centre_crop(triplet, self.crop)
         if not triplet.flags.writeable:  # a memory-mapped cache row, when the crop is the whole patch
             triplet = triplet.copy()
+        if self.timed:
+            return torch.from_numpy(triplet), torch.tensor(time, dtype=torch.float32)
         return torch.from_numpy(triplet)
 
 
@@ -94,8 +108,8 @@ class TripletDataset(_Augmented):
     """
 
     def __init__(self, cache: PatchCache, indices: Sequence[int] | None = None, crop: int = 128,
-                 augmented: bool = True, seed: int = 0) -> None:
-        super().__init__(crop, augmented, seed)
+                 augmented: bool = True, seed: int = 0, timed: bool = False) -> None:
+        super().__init__(crop, augmented, seed, timed)
         if crop > cache.size:
             raise InputError(f"crop of {crop} px is larger than the cache's {cache.size} px patches")
         self.cache = cache
@@ -104,7 +118,7 @@ class TripletDataset(_Augmented):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         index = int(self.indices[i])
         return self._finish(np.asarray(self.cache[index]), index)
 
@@ -116,13 +130,18 @@ class SceneDataset(_Augmented):
     epoch) or, with ``fixed=True`` (validation), scene ``i`` every epoch. Scenes render at
     ``config.size`` px and are cropped like cache patches. ``photos`` is a folder of images
     or a ``PhotoBank``; rendering is on the CPU (this runs in DataLoader workers).
+    ``h264``: the share of scenes whose two input frames go through a libx264 round trip
+    at a CRF drawn from ``crf`` (``data.codec``), as footage has been.
     """
 
     def __init__(self, photos: str | Path | object, length: int, crop: int = 128, augmented: bool = True,
-                 seed: int = 0, fixed: bool = False, config: object | None = None) -> None:
+                 seed: int = 0, fixed: bool = False, config: object | None = None, timed: bool = False,
+                 h264: float = 0.0, crf: tuple[int, int] = (18, 36)) -> None:
         from sepconv_cli.data.synthetic import SceneConfig, SceneRenderer
 
-        super().__init__(crop, augmented, seed)
+        super().__init__(crop, augmented, seed, timed)
+        self.h264 = h264
+        self.crf = crf
         config = config or SceneConfig()
         if crop > config.size:
             raise InputError(f"crop of {crop} px is larger than the {config.size} px scenes")
@@ -135,10 +154,17 @@ class SceneDataset(_Augmented):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         scene = i if self.fixed else self.epoch * self.length + i
-        triplet = self.renderer.render([scene], seed=self.seed).to_uint8()[0]
-        return self._finish(triplet, scene)
+        rendered = self.renderer.render([scene], seed=self.seed)
+        triplet = rendered.to_uint8()[0]
+        if self.h264 > 0:
+            from sepconv_cli.data.codec import h264_roundtrip
+
+            rng = np.random.default_rng([self.seed, scene, 0x264])
+            if rng.random() < self.h264:
+                triplet[[0, 2]] = h264_roundtrip(triplet[[0, 2]], int(rng.integers(self.crf[0], self.crf[1] + 1)))
+        return self._finish(triplet, scene, float(rendered.times[0]))
 
 
 def split_cache(cache: PatchCache, fraction: float, seed: int = 0, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -174,3 +200,24 @@ def split_cache(cache: PatchCache, fraction: float, seed: int = 0, limit: int | 
     mask[val] = False
     # Held-out triplets beyond ``limit`` are neither trained on nor validated.
     return np.flatnonzero(mask), val[:limit] if limit is not None else val
+
+
+class MixedDataset(Dataset):
+    """Items alternate between ``datasets`` (round robin): the first sets the length
+    (``len(datasets) * len(first)``), shorter ones repeat, so each gives an equal share."""
+
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        if not datasets or any(len(d) == 0 for d in datasets):
+            raise InputError("every dataset to mix needs at least one item")
+        self.datasets = list(datasets)
+
+    def set_epoch(self, epoch: int) -> None:
+        for dataset in self.datasets:
+            dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.datasets) * len(self.datasets[0])
+
+    def __getitem__(self, i: int):  # noqa: ANN204 - whatever the mixed datasets yield
+        dataset = self.datasets[i % len(self.datasets)]
+        return dataset[(i // len(self.datasets)) % len(dataset)]

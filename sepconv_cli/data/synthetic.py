@@ -60,6 +60,10 @@ class SceneConfig:
     1..max_layers. ``static_fraction``: scenes with no motion at all.
     ``nonlinear_fraction``: layers with a curved/accelerating path. ``effects``: allow the
     degradations, each applied to a scene with its probability (``p_brightness`` ...).
+    ``random_time``: the middle frame is rendered at a random time t (0.5 for 40 % of the
+    scenes, else uniform in [0.05, 0.95]) instead of 0.5, for models that take any t.
+    ``clean_target``: noise and JPEG only on the two input frames, not on the middle
+    one, so the loss does not chase noise no model can predict.
     """
 
     size: int = 150
@@ -72,6 +76,8 @@ class SceneConfig:
     p_noise: float = 0.3
     p_blur: float = 0.2
     p_jpeg: float = 0.3
+    random_time: bool = False
+    clean_target: bool = False
 
     def check(self) -> None:
         if self.size < 8:
@@ -249,9 +255,24 @@ class _Scene:
     blur: float  # defocus sigma in px (0 = none)
     jpeg: float  # JPEG quality 1..100 (0 = none)
     motion: float  # largest target displacement over the layers, px
+    time: float = 0.5  # time of the middle frame
 
 
-def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: SceneConfig) -> _Scene:
+def scene_time(seed: int, index: int, cfg: SceneConfig) -> float:
+    """The middle frame's time of scene ``index`` (0.5 unless ``cfg.random_time``).
+
+    Drawn from a stream of its own, so turning it on leaves every other number of the
+    scene as it was.
+    """
+    if not cfg.random_time:
+        return 0.5
+    rng = np.random.default_rng([seed, index, 0x7131])
+    return 0.5 if rng.random() < 0.4 else float(rng.uniform(0.05, 0.95))
+
+
+def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: SceneConfig,
+                  middle: float = 0.5) -> _Scene:
+    times = (0.0, middle, 1.0)
     S = cfg.size
     L = cfg.max_layers + 1
     half = (S - 1) / 2
@@ -304,7 +325,7 @@ def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: Scene
                           [k * s * mirror, k * c, centre[1] - 0.5],
                           [0.0, 0.0, 1.0]])
         local = np.array([[1.0, 0, -pivot[0]], [0, 1.0, -pivot[1]], [0, 0, 1.0]])
-        for ti, t in enumerate(TIMES):
+        for ti, t in enumerate(times):
             inv = np.linalg.inv(_motion_matrix(t=t, **motion))
             to_local[layer, ti] = local @ inv
             to_photo[layer, ti] = place @ local @ inv
@@ -313,13 +334,13 @@ def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: Scene
     gain = np.ones(len(TIMES))
     if effects and rng.random() < cfg.p_brightness:
         change = rng.uniform(-0.1, 0.1)
-        gain = 1.0 + change * np.array(TIMES)
+        gain = 1.0 + change * np.array(times)
     else:
         rng.random()
     noise = rng.uniform(0.5, 3.0) / 255 if effects and rng.random() < cfg.p_noise else 0.0
     blur = rng.uniform(0.4, 1.2) if effects and rng.random() < cfg.p_blur else 0.0
     jpeg = float(rng.integers(30, 96)) if effects and rng.random() < cfg.p_jpeg else 0.0
-    return _Scene(photo, to_photo, to_local, shape, flow, gain, noise, blur, jpeg, largest)
+    return _Scene(photo, to_photo, to_local, shape, flow, gain, noise, blur, jpeg, largest, middle)
 
 
 # --------------------------------------------------------------------------------------
@@ -330,15 +351,16 @@ def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: Scene
 class Scenes:
     """A rendered batch.
 
-    ``frames``: (B, 3, 3, S, S) float32 in [0, 1], frames t = 0, 0.5, 1, RGB.
+    ``frames``: (B, 3, 3, S, S) float32 in [0, 1], frames t = 0, ``times``, 1, RGB.
     ``flow``: (B, 2, S, S) float32, true displacement (x, y) in px from t = 0 to t = 1 of
     the front-most layer at each pixel of frame 0. ``motion``: (B,) largest target
-    displacement of any layer (px).
+    displacement of any layer (px). ``times``: (B,) time of each middle frame.
     """
 
     frames: torch.Tensor
     flow: torch.Tensor
     motion: torch.Tensor
+    times: torch.Tensor | None = None
 
     def to_uint8(self) -> np.ndarray:
         """Frames as a (B, 3, 3, S, S) uint8 numpy array (for the patch cache)."""
@@ -380,7 +402,7 @@ class SceneRenderer:
 
     def scene_parameters(self, index: int, seed: int) -> _Scene:
         rng = np.random.default_rng([seed, index])
-        return _sample_scene(rng, len(self.photos), self._side, self.config)
+        return _sample_scene(rng, len(self.photos), self._side, self.config, scene_time(seed, index, self.config))
 
     @torch.no_grad()
     def render(self, indices: Iterable[int], seed: int = 0) -> Scenes:
@@ -390,7 +412,7 @@ class SceneRenderer:
         scenes, noises = [], []
         for i in indices:
             rng = np.random.default_rng([seed, int(i)])
-            sc = _sample_scene(rng, len(self.photos), self._side, cfg)
+            sc = _sample_scene(rng, len(self.photos), self._side, cfg, scene_time(seed, int(i), cfg))
             scenes.append(sc)
             noises.append(rng.standard_normal((len(TIMES), 3, S, S), dtype=np.float32) * sc.noise
                           if sc.noise > 0 else None)
@@ -453,7 +475,8 @@ class SceneRenderer:
 
         out = self._degrade(out, scenes, noises)
         motion = torch.tensor([s.motion for s in scenes], dtype=torch.float32)
-        return Scenes(out.clamp_(0, 1), flow, motion)
+        times = torch.tensor([s.time for s in scenes], dtype=torch.float32)
+        return Scenes(out.clamp_(0, 1), flow, motion, times)
 
     def _degrade(self, frames: torch.Tensor, scenes: list[_Scene], noises: list[np.ndarray | None]) -> torch.Tensor:
         """Brightness, blur, noise, JPEG, each only on the scenes that drew it."""
@@ -464,10 +487,11 @@ class SceneRenderer:
             x = frames[b]
             if s.blur > 0:
                 x = _gaussian_blur(x, s.blur)
+            inputs = [0, 2] if self.config.clean_target else [0, 1, 2]
             if noises[b] is not None:
-                x = x + torch.from_numpy(noises[b]).to(dev)
+                x[inputs] = x[inputs] + torch.from_numpy(noises[b][inputs]).to(dev)
             if s.jpeg > 0:
-                x = _jpeg_like(x.clamp(0, 1), s.jpeg)
+                x[inputs] = _jpeg_like(x[inputs].clamp(0, 1), s.jpeg)
             frames[b] = x
         return frames
 
