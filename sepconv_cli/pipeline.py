@@ -1,14 +1,20 @@
-"""Raise a video's frame rate by 2, 4 or 8 with any midpoint interpolator, streaming.
+"""Change a video's frame rate with a frame interpolator, streaming.
 
-``interpolate_video`` decodes the input one frame at a time (``video.FrameReader``),
-asks ``midpoint`` for the frames between each pair of neighbours (in batches of
-``batch_size`` pairs, recursively for factors 4 and 8), and encodes the result
-(``video.VideoWriter``) together with the input's audio and subtitles, which are
+Two ways in, one streaming loop:
+
+- ``interpolate_video``: 2, 4 or 8 times the frame rate with any *midpoint*
+  interpolator (recursively for 4 and 8).
+- ``retime_video``: any rate (24 → 60, 25 → 30, 30000/1001 → 60, or lower) with an
+  interpolator that predicts the frame at any time t between two frames (``at``).
+
+Both decode the input one frame at a time (``video.FrameReader``), ask the model for the
+frames between each pair of neighbours (in batches of ``batch_size``), and encode the
+result (``video.VideoWriter``) together with the input's audio and subtitles, which are
 copied, not re-encoded. Memory holds the previous frame and one batch, whatever the
 length of the video.
 
-Timing, frame count and duration
---------------------------------
+Timing, frame count and duration: ``factor``
+--------------------------------------------
 With ``factor`` F and N input frames the output has exactly F·N frames and the same
 duration as the input. Each input frame keeps its own timestamp; the F−1 new frames
 between input frames *a* and *b* sit at the exact fractions k/F of the interval
@@ -19,16 +25,31 @@ gives 60000/1001 out). The last input frame has no successor, so it is shown F t
 (itself and F−1 copies) spread over its own duration (the container's frame duration,
 else the interval before it), which keeps the video as long as its audio.
 
+Timing, frame count and duration: ``rate``
+------------------------------------------
+Output frame k sits at exactly ``first + k/rate`` seconds (``first``: the first input
+frame's time), in ``output_time_base``: the rational gcd of the input's time base and
+1/rate, so every output and input time is an integer there (1/12800 and 60 fps give
+1/38400). Where an output time equals an input frame's timestamp the decoded frame is
+written unchanged; otherwise ``at(a, b, t)`` predicts it with t = (time − t_a)/(t_b − t_a)
+from the real timestamps of the input frames a and b around it, so variable-frame-rate
+input becomes constant-rate output without drift. A lower rate works the same way (the
+input frames on the new grid are kept, the others predicted; no averaging). The last
+input frame is held on every grid time within its own duration, and the final output
+frame is shortened to end where the input ends: ceil(duration × rate) frames, the same
+duration, audio in sync.
+
 Overlap
 -------
 Decoding (with cut detection) and encoding run in background threads with small
-bounded queues (``overlap``), so ``midpoint`` is never kept waiting by FFmpeg; memory
+bounded queues (``overlap``), so the model is never kept waiting by FFmpeg; memory
 still holds a few frames, whatever the length of the video.
 
 Shot cuts
 ---------
 Between two neighbours that ``scenes.is_cut`` calls a cut, nothing is blended: the
-earlier frame is repeated for the in-between frames (counted in the report's ``cuts``).
+earlier frame is repeated for the in-between frames (counted in the report's ``cuts``;
+with ``rate``, a cut counts when at least one frame fell between the two).
 ``scene_threshold <= 0`` turns detection off.
 
 Bad input (each an ``InputError``, nothing left under the output name)
@@ -43,6 +64,7 @@ warning (FFV1 keeps 4:2:0).
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import time
@@ -59,9 +81,21 @@ from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.overlap import BackgroundConsumer, Prefetcher
 from sepconv_cli.video import Frame, FrameReader, VideoWriter, probe
 
-__all__ = ["FRAME_COUNT_NOTE", "InterpolationReport", "VideoOptions", "check_paths", "interpolate_video"]
+__all__ = [
+    "FRAME_COUNT_NOTE",
+    "RATE_NOTE",
+    "InterpolationReport",
+    "VideoOptions",
+    "check_paths",
+    "interpolate_video",
+    "midpoint_factor",
+    "output_time_base",
+    "retime_video",
+]
 
 Midpoint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# at(a, b, t): (N, 3, H, W), (N, 3, H, W), (N,) times in (0, 1) -> (N, 3, H, W)
+At = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, "int | None"], None]
 
 FRAME_COUNT_NOTE = (
@@ -74,6 +108,16 @@ FRAME_COUNT_NOTE = (
     "instead of blending two unrelated pictures."
 )
 
+RATE_NOTE = (
+    "With --fps RATE every output frame sits at exactly k/RATE seconds after the first "
+    "frame. Where that is an input frame's own time the frame is kept as decoded; "
+    "otherwise it is predicted at the exact fraction of the way between the input frames "
+    "around it (variable-frame-rate input becomes constant-rate output), or, across a shot "
+    "cut, the earlier frame is repeated. A lower RATE keeps the input frames on the new "
+    "grid and predicts the rest. The last frame is held for its own duration, so the "
+    "output is exactly as long as the input and the audio, copied unchanged, stays in sync."
+)
+
 
 @dataclass(frozen=True)
 class VideoOptions:
@@ -84,7 +128,8 @@ class VideoOptions:
     ``lossless``: FFV1 in Matroska instead (output must end in ``.mkv``).
     ``overwrite``: replace an existing output. ``scene_threshold``: cut sensitivity
     for ``scenes.is_cut`` (``<= 0`` disables cut detection). ``batch_size``: frame
-    pairs per ``midpoint`` call. ``codec_options``: extra encoder options.
+    pairs per ``midpoint`` call (``retime_video``: new frames per ``at`` call).
+    ``codec_options``: extra encoder options.
     """
 
     factor: int = 2
@@ -104,7 +149,7 @@ class InterpolationReport:
 
     input_path: Path
     output_path: Path
-    factor: int
+    factor: int | None  # None for retime_video
     input_frames: int
     output_frames: int
     input_rate: Fraction
@@ -231,6 +276,180 @@ class _Interpolator:
         return [[p[k] for k in range(1, f)] for p in positions]
 
 
+# -- schedules: which frame goes out when ------------------------------------------------
+
+Submit = Callable[[tuple[object, int, int]], None]
+
+
+class _Multiplying:
+    """``factor`` frames per input frame: the input's own timestamps, the new frames at
+    the exact fractions k/factor between neighbours (output time base = input's / factor)."""
+
+    def __init__(self, midpoint: Midpoint, factor: int, input_time_base: Fraction, batch_size: int) -> None:
+        self.interp = _Interpolator(midpoint, factor, batch_size)
+        self.factor = factor
+        self.time_base = input_time_base / factor
+        self.cuts = 0
+
+    def nominal_rate(self, input_rate: Fraction) -> Fraction:
+        return input_rate * self.factor
+
+    def pairs(self, pairs: list[tuple[Frame, Frame, bool]], submit: Submit) -> int:
+        f = self.factor
+        self.cuts += sum(cut for _, _, cut in pairs)
+        blended = iter(self.interp.between([(a, b) for a, b, cut in pairs if not cut]))
+        for a, b, cut in pairs:
+            # Frame a sits at a·factor and the k-th new frame k/factor of the way to b at
+            # a·factor + k·(b − a).
+            step = b.timestamp - a.timestamp
+            mids = None if cut else next(blended)
+            submit((_original(a), a.timestamp * f, step))
+            for k in range(1, f):
+                submit((_original(a) if cut else mids[k - 1], a.timestamp * f + k * step, step))
+        return f * len(pairs)
+
+    def last(self, before_last: Frame, last: Frame, submit: Submit) -> tuple[int, int]:
+        """Show the last frame ``factor`` times over its own duration; (frames, end in the input's units)."""
+        step = last.duration or (last.timestamp - before_last.timestamp)
+        for k in range(self.factor):
+            submit((_original(last), last.timestamp * self.factor + k * step, step))
+        return self.factor, last.timestamp + step
+
+
+def output_time_base(input_time_base: Fraction, rate: Fraction) -> Fraction:
+    """The coarsest time base in which every input timestamp and every multiple of 1/``rate``
+    is an integer: the rational gcd of the two (gcd of numerators / lcm of denominators).
+
+    1/12800 (MP4 at 25 fps) and 60 fps give 1/38400; 1/30000 and 60 fps give 1/30000.
+    """
+    frame = 1 / Fraction(rate)
+    tb = Fraction(input_time_base)
+    return Fraction(math.gcd(tb.numerator, frame.numerator), math.lcm(tb.denominator, frame.denominator))
+
+
+def midpoint_factor(rate: Fraction, input_rate: Fraction) -> int | None:
+    """The ``factor`` (2, 4 or 8) with ``rate == factor × input_rate`` exactly, else None:
+    the only rates a midpoint-only model can produce."""
+    if not input_rate:
+        return None
+    ratio = Fraction(rate) / Fraction(input_rate)
+    return int(ratio) if ratio in (2, 4, 8) else None
+
+
+# Output time bases are C ints (AVRational) and MP4 timescales 32-bit.
+_MAX_TIME_BASE = 2**31 - 1
+
+
+class _Retiming:
+    """Frames on the grid ``first + k/rate`` (seconds, exact), each taken from the input
+    pair around it: the earlier input frame itself where the times coincide exactly (or
+    across a shot cut), else ``at(a, b, t)`` with ``t`` the exact fraction of the way
+    from a's real timestamp to b's (so VFR input is handled)."""
+
+    def __init__(self, at: At, rate: Fraction, input_time_base: Fraction, batch_size: int) -> None:
+        self.at = at
+        self.rate = Fraction(rate)
+        self.input_time_base = Fraction(input_time_base)
+        self.batch_size = batch_size
+        self.time_base = output_time_base(self.input_time_base, self.rate)
+        if self.time_base.denominator > _MAX_TIME_BASE or self.time_base.numerator > _MAX_TIME_BASE:
+            raise OutputError(
+                f"{_fmt_rate(self.rate)} fps and the input's time base {self.input_time_base} have no common "
+                "time base a container can store; give the rate as a simpler fraction (e.g. 30000/1001)"
+            )
+        self.step = int(1 / (self.rate * self.time_base))  # one output frame, in time_base units (exact)
+        self.start: Fraction | None = None  # the first input frame's time, in seconds
+        self.next_k = 0
+        self.cuts = 0
+        # The latest frame is held back one frame: whether it is the last, which may have
+        # to be shortened to end with the input, is known only at the end.
+        self._held: tuple[object, int, int] | None = None
+
+    def nominal_rate(self, input_rate: Fraction) -> Fraction:
+        return self.rate
+
+    def _submit(self, job: tuple[object, int, int], submit: Submit) -> None:
+        if self._held is not None:
+            submit(self._held)
+        self._held = job
+
+    def _time(self, k: int) -> Fraction:
+        assert self.start is not None
+        return self.start + k / self.rate
+
+    def _units(self, seconds: Fraction) -> int:
+        units = seconds / self.time_base
+        assert units.denominator == 1, (seconds, self.time_base)  # by construction of time_base
+        return units.numerator
+
+    def pairs(self, pairs: list[tuple[Frame, Frame, bool]], submit: Submit) -> int:
+        if self.start is None:
+            self.start = pairs[0][0].pts
+        # plan: (image or None for "predicted", pts); rows: what to predict, in order.
+        plan: list[tuple[object | None, int]] = []
+        rows: list[tuple[Frame, Frame, Fraction]] = []
+        for a, b, cut in pairs:
+            repeated = False
+            while (s := self._time(self.next_k)) < b.pts:
+                if s == a.pts or cut:
+                    plan.append((_original(a), self._units(s)))
+                    repeated |= s != a.pts
+                else:
+                    plan.append((None, self._units(s)))
+                    rows.append((a, b, (s - a.pts) / (b.pts - a.pts)))
+                self.next_k += 1
+            self.cuts += repeated  # a cut that would otherwise have been blended
+        # Predict in chunks of batch_size frames and submit as each chunk is done, so only
+        # one chunk of new frames is in memory even when one pair needs many.
+        predicted: Iterator[torch.Tensor] = iter(())
+        done = 0
+        for image, pts in plan:
+            if image is None:
+                frame = next(predicted, None)
+                if frame is None:
+                    predicted = iter(self._predict(rows[done : done + self.batch_size]))
+                    done += self.batch_size
+                    frame = next(predicted)
+                image = frame
+            self._submit((image, pts, self.step), submit)
+        return len(plan)
+
+    def _predict(self, rows: list[tuple[Frame, Frame, Fraction]]) -> list[torch.Tensor]:
+        tensors: dict[int, torch.Tensor] = {}
+
+        def tensor(frame: Frame) -> torch.Tensor:  # each frame converted once per chunk
+            if id(frame) not in tensors:
+                tensors[id(frame)] = _to_tensor(frame.rgb)
+            return tensors[id(frame)]
+
+        a = torch.stack([tensor(a) for a, _, _ in rows])
+        b = torch.stack([tensor(b) for _, b, _ in rows])
+        # float64: the exact fraction rounded once (the engine takes float32).
+        t = torch.tensor([float(t) for _, _, t in rows], dtype=torch.float64)
+        out = self.at(a, b, t)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(a.shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"at returned {got}, expected {tuple(a.shape)}")
+        return list(out.detach().to("cpu", torch.float32))
+
+    def last(self, before_last: Frame, last: Frame, submit: Submit) -> tuple[int, int]:
+        """Repeat the last frame on every grid time within its own duration; the final
+        output frame (this one or an earlier one) is shortened to end exactly where the
+        input does. Returns (frames, end in the input's time base units)."""
+        duration = last.duration or (last.timestamp - before_last.timestamp)
+        end = last.pts + duration * self.input_time_base
+        count = 0
+        while (s := self._time(self.next_k)) < end:
+            self._submit((_original(last), self._units(s), self.step), submit)
+            self.next_k += 1
+            count += 1
+        assert self._held is not None  # the first input frame's time is always on the grid
+        image, pts, step = self._held
+        submit((image, pts, min(step, self._units(end) - pts)))
+        self._held = None
+        return count, last.timestamp + duration
+
+
 # -- main ------------------------------------------------------------------------------
 
 # Decoded frames that may wait for the network: enough to cover a decode hiccup, few
@@ -246,7 +465,6 @@ def _with_cuts(frames: Iterator[Frame] | FrameReader, threshold: float) -> Itera
     for frame in frames:
         yield frame, previous is not None and threshold > 0 and detect(previous.rgb, frame.rgb)
         previous = frame
-
 
 
 def interpolate_video(
@@ -275,25 +493,85 @@ def interpolate_video(
     left as it was. The input is only read. ``progress(done, total)`` is called after
     each input frame (``total`` is ``None`` when the container does not say).
     """
-    started = time.perf_counter()
     if options.factor not in (2, 4, 8):
         raise ValueError(f"factor must be 2, 4 or 8, not {options.factor}")
+    return _process(
+        src, dst, lambda info: _Multiplying(midpoint, options.factor, info.time_base, options.batch_size),
+        options=options, progress=progress, factor=options.factor,
+    )
+
+
+def retime_video(
+    src: str | Path,
+    dst: str | Path,
+    at: At,
+    rate: Fraction | int | float | str,
+    *,
+    options: VideoOptions = VideoOptions(),
+    progress: Progress | None = None,
+) -> InterpolationReport:
+    """Write ``src`` at exactly ``rate`` frames per second to ``dst`` (higher or lower).
+
+    ``rate``: a ``Fraction``, an int, a float as written (59.94) or a string ("30000/1001").
+
+    ``at(a, b, t)`` takes two float32 CPU tensors ``(N, 3, H, W)`` in [0, 1] and an
+    ``(N,)`` float64 tensor of times in (0, 1) and returns the ``(N, 3, H, W)`` frames at
+    those fractions of the way from ``a`` to ``b`` (``Interpolator.at`` of a model that
+    takes any time). ``options.factor`` is ignored; ``options.batch_size`` is the number
+    of frames per ``at`` call.
+
+    Output frame k sits at exactly ``first + k/rate`` seconds, ``first`` being the first
+    input frame's time, in a time base where all of those are integers
+    (``output_time_base``). Where that time is an input frame's own timestamp the decoded
+    frame is written unchanged; otherwise the frame is predicted between the two input
+    frames around it, at the exact fraction of the way between their real timestamps
+    (so VFR input gives CFR output without drift), or, across a shot cut, the earlier
+    one is repeated. A lower rate than the input's keeps the input frames that fall on
+    the new grid and predicts the others; nothing is averaged over the dropped frames.
+    The last input frame is repeated over its own duration and the final output frame
+    is shortened to end where the input does, so the durations are equal and the audio,
+    copied unchanged, stays in sync. Errors and the temporary file as ``interpolate_video``.
+    """
+    try:
+        # A float is taken as written (59.94 → 2997/50), not as its binary expansion.
+        rate = Fraction(repr(rate)) if isinstance(rate, float) else Fraction(rate)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ValueError(f"rate must be a number of frames per second, not {rate!r}") from None
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, not {rate}")
+    return _process(
+        src, dst, lambda info: _Retiming(at, rate, info.time_base, options.batch_size),
+        options=options, progress=progress, factor=None,
+    )
+
+
+def _process(
+    src: str | Path,
+    dst: str | Path,
+    make_schedule: Callable[..., _Multiplying | _Retiming],
+    *,
+    options: VideoOptions,
+    progress: Progress | None,
+    factor: int | None,
+) -> InterpolationReport:
+    """Decode ``src``, let the schedule turn input frame pairs into timed output frames,
+    encode them to ``dst`` (see ``interpolate_video``)."""
+    started = time.perf_counter()
     if options.batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {options.batch_size}")
     src, dst = Path(src), Path(dst)
     check_paths(src, dst, options.overwrite)
     info = probe(src)
-    factor = options.factor
+    schedule = make_schedule(info)
     deep = info.bit_depth > 8
     threshold = options.scene_threshold
-    interp = _Interpolator(midpoint, factor, options.batch_size)
     total = info.frames
     if total is None and info.duration and info.frame_rate:
         total = max(2, round(info.duration * info.frame_rate))  # an estimate (e.g. Matroska)
+    output_rate = schedule.nominal_rate(info.frame_rate) or None  # None: the writer's fallback
 
     tmp = _temp_path(dst)
     writer: VideoWriter | None = None
-    cuts = 0
     done = 0
     written = 0
     first_ts: int | None = None
@@ -312,8 +590,8 @@ def interpolate_video(
             writer = VideoWriter(
                 tmp,
                 info,
-                rate=info.frame_rate * factor if info.frame_rate else None,
-                time_base=info.time_base / factor,
+                rate=output_rate,
+                time_base=schedule.time_base,
                 codec=options.codec,
                 crf=options.crf,
                 preset=options.preset,
@@ -330,22 +608,14 @@ def interpolate_video(
                 out.write(image, pts, duration)
 
             # One pair's frames may wait for the encoder: at 4K each is a 100 MB tensor.
-            with BackgroundConsumer(encode, depth=factor, name="sepconv-encode") as encoder:
+            with BackgroundConsumer(encode, depth=factor or 4, name="sepconv-encode") as encoder:
 
                 def emit(pairs: list[tuple[Frame, Frame, bool]]) -> None:
-                    nonlocal cuts, done, written
-                    cuts += sum(cut for _, _, cut in pairs)
-                    blended = iter(interp.between([(a, b) for a, b, cut in pairs if not cut]))
-                    for a, b, cut in pairs:
-                        # Output time base = input's / factor: frame a sits at a·factor and the
-                        # k-th new frame k/factor of the way to b at a·factor + k·(b − a).
-                        step = b.timestamp - a.timestamp
-                        mids = None if cut else next(blended)
-                        encoder.submit((_original(a), a.timestamp * factor, step))
-                        for k in range(1, factor):
-                            image = _original(a) if cut else mids[k - 1]
-                            encoder.submit((image, a.timestamp * factor + k * step, step))
-                        written += factor
+                    nonlocal done, written
+                    if not pairs:
+                        return
+                    written += schedule.pairs(pairs, encoder.submit)
+                    for _ in pairs:
                         done += 1
                         if progress is not None:
                             progress(done, total)
@@ -366,14 +636,11 @@ def interpolate_video(
                     before_last, last = last, frame
                 emit(pending)
 
-                # The last frame: shown `factor` times over its own duration.
-                step = last.duration or (last.timestamp - before_last.timestamp)
-                for k in range(factor):
-                    encoder.submit((_original(last), last.timestamp * factor + k * step, step))
+                # The last frame has no successor: repeated over its own duration.
+                count, end_ts = schedule.last(before_last, last, encoder.submit)
                 encoder.finish()
-            written += factor
+            written += count
             done += 1
-            end_ts = last.timestamp + step
             if progress is not None:
                 progress(done, total)
             skipped = reader.skipped_packets
@@ -396,10 +663,10 @@ def interpolate_video(
         input_frames=done,
         output_frames=written,
         input_rate=info.frame_rate,
-        output_rate=info.frame_rate * factor,
+        output_rate=schedule.nominal_rate(info.frame_rate),
         input_duration=duration,
         output_duration=duration,
-        cuts=cuts,
+        cuts=schedule.cuts,
         skipped_packets=skipped,
         seconds=time.perf_counter() - started,
         pix_fmt=writer.pix_fmt,

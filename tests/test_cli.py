@@ -110,8 +110,10 @@ def test_bad_input_is_one_line_and_a_distinct_exit_code(
         chosen = tmp_path / "bad.pt"
         chosen.write_bytes(weights.read_bytes()[:200])
     elif case == "weights of another model":
+        # Without --model the file's own network is used; with it, a mismatch is an error.
         chosen = tmp_path / "d.pt"
         save_weights(build_model("dsepconv", TINY_DSEPCONV), chosen)
+        extra = ["--model", "sepconv"]
     elif case == "cuda without gpu":
         extra = ["--device", "cuda"]
     args = ["interpolate", source, "--out", out, *extra]

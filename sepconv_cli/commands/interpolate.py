@@ -1,9 +1,10 @@
-"""``sepconv interpolate``: double (or ×4, ×8) a video's frame rate."""
+"""``sepconv interpolate``: double (×4, ×8) a video's frame rate, or set it (``--fps``)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import click
@@ -12,35 +13,78 @@ from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
 from sepconv_cli.ext import OP_IMPLS
 from sepconv_cli.models.registry import MODELS, default_weights, load_weights
-from sepconv_cli.pipeline import VideoOptions, check_paths, interpolate_video
+from sepconv_cli.pipeline import VideoOptions, check_paths, interpolate_video, midpoint_factor, retime_video
 from sepconv_cli.scenes import DEFAULT_THRESHOLD
 from sepconv_cli.video import probe
 
+DEFAULT_MODEL = "flowsep"
 
-def default_output(source: Path, factor: int, lossless: bool) -> Path:
+
+class OneLineUsageError(click.UsageError):
+    """Bad command-line usage shown as ``error: <message>`` (exit 2), like the library's errors."""
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class FrameRate(click.ParamType):
+    """A frame rate as an exact fraction: ``60``, ``59.94``, ``30000/1001``."""
+
+    name = "rate"
+
+    def convert(self, value, param, ctx) -> Fraction:  # noqa: ANN001 - click's signature
+        if isinstance(value, Fraction):
+            return value
+        text = str(value).strip()
+        try:
+            rate = Fraction(text)
+        except (ValueError, ZeroDivisionError):
+            rate = None
+        if rate is None or rate <= 0 or rate > 1000:
+            raise OneLineUsageError(
+                f"--fps {text!r} is not a frame rate; give a positive number or fraction up to 1000 "
+                "such as 60, 59.94 or 30000/1001", ctx=ctx,
+            )
+        return rate
+
+
+def format_rate(rate: Fraction) -> str:
+    """``60``, ``59.94``: short enough for a file name (three decimals at most)."""
+    if rate.denominator == 1:
+        return str(rate.numerator)
+    return f"{float(rate):.3f}".rstrip("0").rstrip(".")
+
+
+def default_output(source: Path, factor: int, lossless: bool, fps: Fraction | None = None) -> Path:
     suffix = ".mkv" if lossless else source.suffix or ".mp4"
-    return source.with_name(f"{source.stem}.{factor}x{suffix}")
+    tag = f"{format_rate(fps)}fps" if fps is not None else f"{factor}x"
+    return source.with_name(f"{source.stem}.{tag}{suffix}")
 
 
 @click.command()
 @click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--out", "-o", "output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Output video [default: SOURCE.2x.ext (.4x, .8x; .mkv with --lossless)].")
-@click.option("--model", type=click.Choice(sorted(MODELS)), default="sepconv", show_default=True,
-              help="Network; the shipped weights for it are used unless --weights is given.")
+              help="Output video [default: SOURCE.2x.ext (.4x, .8x, .60fps; .mkv with --lossless)].")
+@click.option("--model", type=click.Choice(sorted(MODELS)), default=DEFAULT_MODEL, show_default=True,
+              help="Network; its shipped weights are used unless --weights is given (then the file's own network, "
+                   "unless --model is given too). flowsep predicts any time (any --fps); sepconv and dsepconv only "
+                   "midpoints (--factor, or --fps of 2, 4 or 8 × the input's).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), help="Weights file to use instead.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Arithmetic of the network (bf16/fp16 autocast); the kernels always sum in fp32.")
 @click.option("--factor", type=click.Choice(["2", "4", "8"]), default="2", show_default=True,
-              help="Frame-rate multiplier, by recursive midpoints.")
+              help="Frame-rate multiplier, by recursive midpoints. Not with --fps.")
+@click.option("--fps", type=FrameRate(), metavar="RATE",
+              help="Output frame rate instead of --factor, e.g. 60, 59.94 or 30000/1001, higher or lower than the "
+                   "input's: frame k at exactly k/RATE s, input frames kept where the times coincide.")
 @click.option("--codec", default="libx264", show_default=True, help="Video encoder (e.g. libx265, h264_nvenc).")
 @click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True, help="Quality for x264/x265 (lower is better).")
 @click.option("--preset", default="medium", show_default=True, help="Encoder speed preset.")
 @click.option("--lossless", is_flag=True, help="Write lossless FFV1 in Matroska (.mkv) instead.")
 @click.option("--scene-threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="Histogram distance (0-1) above which two frames count as a shot cut and are not blended; 0 disables.")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="Frame pairs per network call.")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="New frames per network call.")
 @click.option("--tile", type=click.IntRange(0), default=Tiling.tile, show_default=True,
               help="Tile side in pixels for frames larger than --max-pixels; 0 never tiles.")
 @click.option("--max-pixels", type=click.IntRange(1), default=Tiling.max_pixels, show_default=True,
@@ -49,28 +93,55 @@ def default_output(source: Path, factor: int, lossless: bool) -> Path:
               help="Local-convolution implementation: auto (compiled kernel, else PyTorch), compiled (or fail), torch.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.pass_context
 def interpolate(
-    source: Path, output: Path | None, model: str, weights: Path | None, device: str, precision: str,
-    factor: str, codec: str, crf: int, preset: str, lossless: bool, scene_threshold: float,
-    batch_size: int, tile: int, max_pixels: int, op_impl: str, overwrite: bool, quiet: bool,
+    ctx: click.Context, source: Path, output: Path | None, model: str, weights: Path | None, device: str,
+    precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
+    scene_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, overwrite: bool, quiet: bool,
 ) -> None:
-    """Write SOURCE at 2x (or --factor 4, 8) its frame rate, audio and duration kept."""
+    """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept."""
     started = time.perf_counter()
     silence_info(quiet)
-    output = output or default_output(source, int(factor), lossless)
+    given = {name for name in ("model", "factor")
+             if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
+    if fps is not None and "factor" in given:
+        raise OneLineUsageError("--fps and --factor both set the output frame rate; give one of them", ctx=ctx)
+    output = output or default_output(source, int(factor), lossless, fps)
     # Fail on a typo in a path before spending seconds loading a network.
     check_paths(source, output, overwrite)
-    probe(source)
-    network = load_weights(weights or default_weights(model), model=model)
+    info = probe(source)
+    if weights is not None:
+        # A weights file names its network: use it, unless --model asks for a particular one.
+        network = load_weights(weights, model=model if "model" in given else None)
+    else:
+        network = load_weights(default_weights(model), model=model)
     interpolator = Interpolator(
         network, device=device, precision=precision, op_impl=op_impl,
         tiling=Tiling(tile=tile, context=Tiling.context, max_pixels=max_pixels),
     )
+    multiplier = int(factor)
+    if fps is not None and not interpolator.any_time:
+        # A midpoint-only network can only halve intervals: 2, 4 or 8 × the input's rate.
+        multiplier = midpoint_factor(fps, info.frame_rate)
+        if multiplier is None:
+            name = getattr(network, "name", model)
+            if info.frame_rate:
+                rates = ", ".join(format_rate(info.frame_rate * k) for k in (2, 4, 8))
+                can = f"{rates} fps (2, 4 or 8 × the input's {format_rate(info.frame_rate)})"
+            else:
+                can = "2, 4 or 8 × the input's rate, which this file does not state"
+            raise OneLineUsageError(
+                f"--fps {format_rate(fps)}: {name} only predicts midpoints, so it can only make {can}; "
+                "use --model flowsep for any rate", ctx=ctx,
+            )
     options = VideoOptions(
-        factor=int(factor), codec=codec, crf=crf, preset=preset, lossless=lossless,
+        factor=multiplier, codec=codec, crf=crf, preset=preset, lossless=lossless,
         overwrite=overwrite, scene_threshold=scene_threshold, batch_size=batch_size,
     )
     with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=f"{source.name} → {output.name}") as progress:
-        report = interpolate_video(source, output, interpolator.midpoint, options=options, progress=progress)
+        if fps is not None and interpolator.any_time:
+            report = retime_video(source, output, interpolator.at, fps, options=options, progress=progress)
+        else:
+            report = interpolate_video(source, output, interpolator.midpoint, options=options, progress=progress)
     if not quiet:
         click.echo(f"{report.summary()} on {interpolator.device} ({time.perf_counter() - started:.1f} s in all)", err=True)
