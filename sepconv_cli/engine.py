@@ -162,9 +162,7 @@ class Interpolator:
         if self.any_time:
             extra["t"] = times.to(self.device).expand(frame1.shape[0]) if times.numel() == 1 else times.to(self.device)
         if getattr(self.model, "needs_flow", False):
-            from sepconv_cli.flow import flow_prior
-
-            f01, f10 = flow_prior(frame1, frame2)
+            f01, f10 = _pair_flows(frame1, frame2)
             extra["flows"] = (f01, f10)
             reach = float(torch.cat([f01, f10], 1).abs().amax()) if f01.numel() else 0.0
             # Cap: beyond this a tile would be mostly context; such motion is rare and DIS unreliable there.
@@ -215,6 +213,24 @@ class Interpolator:
                 bottom, right = min(top + tile, height), min(left + tile, width)
                 output[..., top:bottom, left:right] = result[..., top - y0 : bottom - y0, left - x0 : right - x0]
         return output
+
+
+def _pair_flows(frame1: torch.Tensor, frame2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``flow_prior`` of each pair, computed once for runs of identical pairs: with ``--fps``
+    several new frames between the same two inputs arrive in one batch at different t."""
+    from sepconv_cli.flow import flow_prior
+
+    unique = [0]
+    for i in range(1, frame1.shape[0]):
+        if not (torch.equal(frame1[i], frame1[unique[-1]]) and torch.equal(frame2[i], frame2[unique[-1]])):
+            unique.append(i)
+    if len(unique) == frame1.shape[0]:
+        return flow_prior(frame1, frame2)
+    f01, f10 = flow_prior(frame1[unique], frame2[unique])
+    owner = torch.zeros(frame1.shape[0], dtype=torch.long)
+    for k, start in enumerate(unique):
+        owner[start:] = k
+    return f01[owner.to(f01.device)], f10[owner.to(f10.device)]
 
 
 def count_tiles(height: int, width: int, tiling: Tiling, stride: int = 32) -> int:

@@ -302,6 +302,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def export_checkpoint(checkpoint: str | Path, path: str | Path) -> Path:
+    """Write the network of a training checkpoint as a weights file (no optimizer state)."""
+    data = read_checkpoint(checkpoint)
+    network = build_model(data["model"], data.get("model_config"))
+    network.load_state_dict(data["model_state"])
+    save_weights(network, path, metadata={
+        "trained_by": f"sepconv train {data.get('sepconv_version', __version__)}", "step": data.get("step"),
+        "epoch": data.get("epoch"), "best_val_psnr": (data.get("best") or {}).get("psnr"),
+        "best_step": (data.get("best") or {}).get("step"),
+    })
+    return Path(path)
+
+
 def load_run_config(run_dir: str | Path) -> TrainConfig:
     """The configuration of the run in ``run_dir`` (from its last checkpoint)."""
     run_dir = Path(run_dir)
@@ -878,6 +891,9 @@ class Trainer:
         def finish() -> None:
             self.save_last()
             self.export(weights)
+            best = self.writer.checkpoints / "best.ckpt"
+            if best.exists() and self.best.get("step") != self.step:
+                export_checkpoint(best, self.run_dir / "best.pt")
             self.writer.flush_tables()
             in_sync = len(set(digests)) == 1
             self.writer.write_json("summary.json", {

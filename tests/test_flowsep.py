@@ -227,3 +227,25 @@ def test_midpoint_only_models_refuse_other_times(tiny_sepconv: torch.nn.Module) 
     assert not interpolator.any_time
     with pytest.raises(ValueError, match="only predicts midpoints"):
         interpolator.at(frames, frames, 0.25)
+
+
+def test_repeated_pairs_share_one_flow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--fps asks for several times between the same pair in one batch: one DIS call for them."""
+    import sepconv_cli.flow as flow
+
+    first, _, second = moving_pair()
+    a, b = to_tensor(first), to_tensor(second)
+    calls: list[int] = []
+    real = flow.flow_prior
+
+    def counting(frame0: torch.Tensor, frame1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(frame0.shape[0])
+        return real(frame0, frame1)
+
+    monkeypatch.setattr(flow, "flow_prior", counting)
+    interpolator = Interpolator(randomised(), device="cpu")
+    frames1, frames2 = torch.cat([a, a, b]), torch.cat([b, b, a])
+    batched = interpolator.at(frames1, frames2, torch.tensor([0.2, 0.6, 0.5]))
+    assert calls == [2]
+    one = interpolator.at(a, b, 0.6)
+    assert torch.allclose(batched[1], one[0], atol=1e-6)

@@ -81,9 +81,15 @@ def dequantise(entry: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def save_weights(
-    model: nn.Module, path: str | Path, *, quantised: bool = True, metadata: dict[str, Any] | None = None
+    model: nn.Module, path: str | Path, *, quantised: bool | None = None, metadata: dict[str, Any] | None = None
 ) -> None:
-    """Write ``model``'s weights and config to ``path`` (atomically: temp file + rename)."""
+    """Write ``model``'s weights and config to ``path`` (atomically: temp file + rename).
+
+    ``quantised`` None follows the model's ``quantise_weights`` (default True): small
+    networks whose outputs are sub-pixel offsets (flowsep, 1.8 MB in float32) keep float32.
+    """
+    if quantised is None:
+        quantised = bool(getattr(model, "quantise_weights", True))
     tensors: dict[str, Any] = {}
     for key, value in model.state_dict().items():
         value = value.detach().cpu()
