@@ -1,6 +1,7 @@
 """How fast sepconv interpolates, on one device, at 480p to 2160p, next to FFmpeg's minterpolate.
 
     python benchmarks/bench.py                                  # CPU or the first GPU, random init
+    python benchmarks/bench.py --model flowsep --weights weights/flowsep.pt
     python benchmarks/bench.py --device cuda --precision bf16 --frames 20 --json gpu.json
     python benchmarks/bench.py --device cpu --frames 480p=3,720p=3,1080p=1,2160p=0
     python benchmarks/bench.py --sizes 448x256 --frames 3 --no-e2e --no-ffmpeg --channels-last
@@ -9,7 +10,14 @@ For every size, in one run:
 
 - **network-only**: ``Interpolator.midpoint`` on two random frames (padding, tiling and the
   host↔device copies included, since a caller pays them), ``--warmup`` calls first, then
-  ``--frames`` timed calls; the median is reported.
+  ``--frames`` timed calls; the median is reported. For flowsep this includes the flow
+  prior, which the engine computes once per frame pair: OpenCV DIS both ways on the CPU
+  (``sepconv_cli.flow.flow_prior``), then, inside the model, the backward warps, the
+  forward-backward errors and the forward splat.
+- **flow prior** (flowsep only): ``sepconv_cli.flow.flow_prior`` alone on the same two
+  frames (grey conversion, DIS both ways, resizing above 1280 px wide, copies to and from
+  the device), median of up to 3 calls after one warm-up, and its share of the
+  network-only median. The warps and the splat are not in it (they run inside the model).
 - **end-to-end**: ``pipeline.interpolate_video`` (decode → cut detection → model → encode with
   libx264 crf 18, preset medium) on a synthetic pan of ``frames + 1`` frames
   (``tests/media.make_video``) or on ``--clip``. Its per-frame time is the median interval
@@ -27,10 +35,26 @@ For every size, in one run:
   local convolution the counter cannot see: 2·k²·C·H·W per input frame for SepConv's
   separable op (k² multiply-adds per output value), 10·n²·C·H·W per input frame for
   DSepConv's deformable op (4 bilinear multiply-adds and 1 weight multiply-add per tap).
+  For flowsep the counter runs ``model.head(model.unet(features))`` on a meta tensor of the
+  feature stack ``FlowSep.forward`` builds (23 channels at the tile's size): its forward
+  calls OpenCV and cannot run on meta. Those are all of its convolutions; its deformable op
+  is counted like DSepConv's (n = its ``kernel_size``, 3 by default). **The flow prior (DIS,
+  warps, splat) is not counted in FLOPs, but it is in the timings**, so flowsep's
+  achieved GFLOP/s and "% of peak" understate what its network alone reaches.
   "% of peak" divides the executed FLOPs per second by the device's practical peak: the
   median GFLOP/s of a large matrix product in the run's precision, measured here.
 - **local-conv share**: the op alone, timed on random inputs of the same tile sizes (both
-  frames), as a fraction of the network-only median.
+  frames), as a fraction of the network-only median. flowsep's op is DSepConv's
+  (``deformable_separable_conv`` with n×n offsets and masks, in the same memory layouts:
+  NHWC kernels, offsets and masks when the network is channels_last, NCHW frames) and is
+  timed the same way, with offsets uniform in ±3 px rather than flow plus residual.
+
+flowsep's tiles carry a context that grows with the largest flow of the pair (the engine's
+rule), so its tiles, FLOPs and times depend on the content: the tiles are recorded on the
+same random frames that are timed, and the end-to-end run's pan has motion of its own. DIS
+finds spurious motion in noise (about 15 px at 448×256, over 300 px at 2160p), far more
+than most footage has, so flowsep's tiled sizes (2160p) are a pessimistic case here; the
+note of a tiled size gives the flow that set its context (``flow_reach_px`` in the JSON).
 
 ``--frames N`` or ``--frames 480p=3,1080p=1,2160p=0``: 0 skips the timed parts of a size
 (its FLOPs and tiling are still reported). Weights are random unless ``--weights`` is given:
@@ -175,40 +199,78 @@ def matmul_peak_gflops(device: torch.device, precision: str, repeats: int = 5) -
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def tile_shapes(interpolator: Interpolator, height: int, width: int) -> list[tuple[int, int]]:
+def random_frames(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two random (1, 3, H, W) frames in [0, 1], on the CPU."""
+    return torch.rand(1, 3, height, width), torch.rand(1, 3, height, width)
+
+
+def tile_shapes(
+    interpolator: Interpolator, height: int, width: int,
+    frames: tuple[torch.Tensor, torch.Tensor] | None = None, flow_reach: list[float] | None = None,
+) -> list[tuple[int, int]]:
     """The (H, W) of every network call ``interpolator`` makes for one frame of this size.
 
     Runs the engine's own padding and tiling with the network replaced by zeros, so the
-    shapes are exactly the ones a real call uses.
+    shapes are exactly the ones a real call uses. ``frames`` (default: zeros) matter only
+    for models with a flow prior, whose tile context grows with the largest flow; the
+    largest flow component (px) the calls got is appended to ``flow_reach`` when given.
     """
     shapes: list[tuple[int, int]] = []
+    reach = 0.0
     recorder = copy.copy(interpolator)
 
-    def record(frame1: torch.Tensor, frame2: torch.Tensor, stats: Any) -> torch.Tensor:
+    def record(frame1: torch.Tensor, frame2: torch.Tensor, stats: Any, extra: dict[str, object]) -> torch.Tensor:
+        nonlocal reach
         shapes.append(tuple(frame1.shape[-2:]))
+        for flow in extra.get("flows", ()):  # type: ignore[union-attr]
+            if flow.numel():
+                reach = max(reach, float(flow.abs().amax()))
         return torch.zeros_like(frame1)
 
     recorder._run = record  # type: ignore[method-assign]
-    zeros = torch.zeros(1, 3, height, width)
-    recorder.midpoint(zeros, zeros)
+    if frames is None:
+        zeros = torch.zeros(1, 3, height, width)
+        frames = (zeros, zeros)
+    recorder.midpoint(*frames)
+    if flow_reach is not None:
+        flow_reach.append(reach)
     return shapes
 
 
+def flowsep_feature_channels(model: torch.nn.Module) -> int:
+    """Channels of the feature stack FlowSep.forward feeds its U-Net (23: I0, I1, W0, W1,
+    splat, e0, e1, coverage, t, Ft0, Ft1), read from the U-Net's first convolution."""
+    return next(m for m in model.unet.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+
+
 def network_gflop(model: torch.nn.Module, shapes: list[tuple[int, int]]) -> float:
-    """GFLOP of the network's counted ops (convolutions, matmuls) over these calls, on meta."""
+    """GFLOP of the network's counted ops (convolutions, matmuls) over these calls, on meta.
+
+    flowsep's forward runs OpenCV on the frames, which meta tensors cannot give it: its
+    convolutions (U-Net and head) are counted on the feature stack's shape instead; the
+    flow prior's warps and splat have no convolutions or matmuls, so the count is the same.
+    """
     meta = copy.deepcopy(model).to("meta")
     total = 0
     for (height, width), count in Counter(shapes).items():
-        frame = torch.zeros(1, 3, height, width, device="meta")
         counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            meta(frame, frame)
+        if model.name == "flowsep":
+            features = torch.zeros(1, flowsep_feature_channels(model), height, width, device="meta")
+            with counter, torch.no_grad():
+                meta.head(meta.unet(features))
+        else:
+            frame = torch.zeros(1, 3, height, width, device="meta")
+            with counter, torch.no_grad():
+                meta(frame, frame)
         total += counter.get_total_flops() * count
     return total / 1e9
 
 
 def op_gflop(model: torch.nn.Module, shapes: list[tuple[int, int]]) -> float:
-    """GFLOP of the local convolution (both input frames), which the counter does not see."""
+    """GFLOP of the local convolution (both input frames), which the counter does not see.
+
+    SepConv: 2·k² per output value; DSepConv and flowsep (the same deformable op): 10·n².
+    """
     k = model.config.kernel_size
     per_pixel_frame = 2 * k * k * 3 if model.name == "sepconv" else 10 * k * k * 3
     return sum(2 * per_pixel_frame * h * w for h, w in shapes) / 1e9
@@ -221,6 +283,8 @@ def time_op(interpolator: Interpolator, shapes: list[tuple[int, int]], repeats: 
     Inputs are random, in float32 (the op computes in float32 under autocast too); the
     per-pixel kernels are NHWC when the network is (its subnets then produce them so, while
     the frames stay NCHW), and the implementation is the one ``interpolator`` selects.
+    flowsep calls DSepConv's deformable op with the same shapes and layouts (its kernels,
+    offsets and masks are channel slices of one NHWC head output when channels_last).
     """
     model, device = interpolator.model, interpolator.device
     k = model.config.kernel_size
@@ -233,7 +297,7 @@ def time_op(interpolator: Interpolator, shapes: list[tuple[int, int]], repeats: 
         if model.name == "sepconv":
             args = (torch.rand(1, 3, height + k - 1, width + k - 1, device=device), rand(k, height, width), rand(k, height, width))
             op = separable_conv
-        else:
+        else:  # dsepconv, flowsep
             offsets = [rand(k * k, height, width).sub_(0.5).mul_(6) for _ in range(2)]
             args = (torch.rand(1, 3, height, width, device=device), rand(k, height, width), rand(k, height, width), *offsets, rand(k * k, height, width))
             op = deformable_separable_conv
@@ -251,8 +315,30 @@ def time_op(interpolator: Interpolator, shapes: list[tuple[int, int]], repeats: 
     return total
 
 
-def time_network(interpolator: Interpolator, height: int, width: int, repeats: int, warmup: int) -> list[float]:
-    frame1, frame2 = torch.rand(1, 3, height, width), torch.rand(1, 3, height, width)
+@torch.inference_mode()
+def time_flow_prior(interpolator: Interpolator, frames: tuple[torch.Tensor, torch.Tensor], repeats: int) -> float:
+    """Seconds ``sepconv_cli.flow.flow_prior`` takes for one pair of these frames, median.
+
+    The frames are on the interpolator's device, as the engine passes them; one warm-up call.
+    """
+    from sepconv_cli.flow import flow_prior
+
+    device = interpolator.device
+    frame1, frame2 = (frame.to(device, torch.float32) for frame in frames)
+    times = []
+    for index in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        flow_prior(frame1, frame2)
+        sync(device)
+        if index:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_network(interpolator: Interpolator, height: int, width: int, repeats: int, warmup: int,
+                 frames: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[float]:
+    frame1, frame2 = frames or random_frames(height, width)
     if interpolator.device.type == "cuda":
         frame1, frame2 = frame1.pin_memory(), frame2.pin_memory()
     times = []
@@ -336,6 +422,7 @@ class SizeResult:
     tiles: int
     network_gflop: float
     op_gflop: float
+    flow_reach_px: float | None = None  # flowsep: largest flow component of the random pair (sets tile context)
     frames: int = 0
     network_seconds: list[float] = field(default_factory=list)
     network_median_s: float | None = None
@@ -344,6 +431,8 @@ class SizeResult:
     fraction_of_peak: float | None = None
     op_seconds: float | None = None
     op_share: float | None = None
+    flow_prior_seconds: float | None = None  # flowsep: sepconv_cli.flow.flow_prior alone
+    flow_prior_share: float | None = None
     steal_network_s: float | None = None
     peak_rss_network_mb: float | None = None
     peak_gpu_network_mb: float | None = None
@@ -397,7 +486,12 @@ def fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{unit}"
 
 
-def markdown(results: list[SizeResult], env: dict[str, Any], peak: float, cuda: bool) -> str:
+def gflop(value: float) -> str:
+    """Whole GFLOP, or 3 significant digits below 10 (small networks such as flowsep's at 448×256)."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.3g}"
+
+
+def markdown(results: list[SizeResult], env: dict[str, Any], peak: float, cuda: bool, flow: bool = False) -> str:
     lines = [
         (f"{env['date']} · {env['gpu'] or env['cpu']} · {env['cores']} cores, {env['torch_threads']} torch threads · "
          f"torch {env['torch']} · {env['precision']}{' · channels_last' if env['channels_last'] else ''} · "
@@ -419,16 +513,21 @@ def markdown(results: list[SizeResult], env: dict[str, Any], peak: float, cuda: 
     lines += [
         "",
         ("| size | network GFLOP/frame (counted) | local-conv GFLOP | total GFLOP | achieved GFLOP/s | % of peak "
-         "| local-conv s/frame | local-conv share |"),
-        "|---|---|---|---|---|---|---|---|",
+         "| local-conv s/frame | local-conv share |" + (" flow prior s/frame | flow prior share |" if flow else "")),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if flow else ""),
     ]
     for r in results:
+        flow_cells = (f" {fmt(r.flow_prior_seconds, '.3g')} | {fmt(r.flow_prior_share and 100 * r.flow_prior_share, '.1f', ' %')} |"
+                      if flow else "")
         lines.append(
-            f"| {r.name} | {r.network_gflop:.0f} | {r.op_gflop:.1f} | {r.network_gflop + r.op_gflop:.0f} "
+            f"| {r.name} | {gflop(r.network_gflop)} | {r.op_gflop:.1f} | {gflop(r.network_gflop + r.op_gflop)} "
             f"| {fmt(r.executed_gflops, '.1f')} | {fmt(r.fraction_of_peak and 100 * r.fraction_of_peak, '.0f', ' %')} "
-            f"| {fmt(r.op_seconds, '.3g')} | {fmt(r.op_share and 100 * r.op_share, '.1f', ' %')} |"
+            f"| {fmt(r.op_seconds, '.3g')} | {fmt(r.op_share and 100 * r.op_share, '.1f', ' %')} |{flow_cells}"
         )
     notes = [f"- {r.name}: {r.note}" for r in results if r.note]
+    if flow:
+        notes.append("- flow prior (DIS, warps, splat): not counted in FLOPs, included in every time; "
+                     "flow prior s/frame is sepconv_cli.flow.flow_prior (DIS both ways) alone")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -512,13 +611,20 @@ def main(
     memory = PeakMemory(dev)
     results = []
 
+    needs_flow = bool(getattr(network, "needs_flow", False))
     with tempfile.TemporaryDirectory(prefix="sepconv-bench-") as tmp:
         for name, width, height in size_list:
-            shapes = tile_shapes(interpolator, height, width)
+            frames_in = random_frames(height, width)  # tiled and timed alike (flowsep's tiles depend on them)
+            reach: list[float] = []
+            shapes = tile_shapes(interpolator, height, width, frames_in, reach)
             result = SizeResult(name, width, height, len(shapes), network_gflop(network, shapes), op_gflop(network, shapes))
+            if needs_flow:
+                result.flow_reach_px = reach[0]
             if len(shapes) > 1:
                 (th, tw), _ = Counter(shapes).most_common(1)[0]
                 result.note = f"tiled: {len(shapes)} tiles (most {tw}×{th} with context) above max_pixels={interpolator.tiling.max_pixels}"
+                if needs_flow:
+                    result.note += f", context widened by the random pair's largest DIS flow, {reach[0]:.0f} px"
             count = frame_counts[name]
             results.append(result)
             if count == 0:
@@ -530,7 +636,7 @@ def main(
                 f"{warmup} warm-up + {count} timed")
             memory.reset()
             steal = steal_seconds()
-            result.network_seconds = time_network(interpolator, height, width, count, warmup)
+            result.network_seconds = time_network(interpolator, height, width, count, warmup, frames_in)
             result.steal_network_s = steal_seconds() - steal
             result.peak_rss_network_mb, result.peak_gpu_network_mb = memory.rss_mb(), memory.gpu_mb()
             result.network_median_s = statistics.median(result.network_seconds)
@@ -542,6 +648,10 @@ def main(
             result.op_seconds = time_op(interpolator, shapes, repeats=min(count, 3))
             result.op_share = result.op_seconds / result.network_median_s
             log(f"  local conv {result.op_seconds:.3f} s/frame ({100 * result.op_share:.1f} %)")
+            if needs_flow:
+                result.flow_prior_seconds = time_flow_prior(interpolator, frames_in, repeats=min(count, 3))
+                result.flow_prior_share = result.flow_prior_seconds / result.network_median_s
+                log(f"  flow prior (DIS) {result.flow_prior_seconds:.3f} s/frame ({100 * result.flow_prior_share:.1f} %)")
             if no_e2e:
                 continue
             source = clip or make_video(Path(tmp) / f"{name}.mp4", width=width, height=height, frames=count + 1)
@@ -567,7 +677,7 @@ def main(
             result.e2e_over_minterpolate = result.e2e_fps / result.minterpolate_fps if result.minterpolate_fps else None
             log(f"  minterpolate {result.minterpolate_fps:.2f} new frames/s")
 
-    table = markdown(results, env, peak, dev.type == "cuda")
+    table = markdown(results, env, peak, dev.type == "cuda", flow=needs_flow)
     click.echo(table)
     if json_path is not None:
         payload = {"environment": env, "peak_gflops": peak, "sizes": [asdict(r) for r in results]}
