@@ -360,3 +360,88 @@ def test_cli_missing_data_is_one_line_with_exit_code_3(tmp_path: Path, monkeypat
     assert len(lines) == 1 and lines[0].startswith(f"error: no seeyouagain data at {tmp_path / 'seeyouagain'}")
     run = CliRunner().invoke(cli, ["eval", "--benchmark", "nope"])
     assert run.exit_code == 2
+
+
+# --- progress while scoring ----------------------------------------------------------------------
+
+
+def test_steps_name_clip_and_method_and_each_clip_is_reported_when_done(tmp_path: Path) -> None:
+    (tmp_path / "v").mkdir()
+    make_video(tmp_path / "v" / "one.mp4", frames=7, audio=False)  # 3 triplets
+    make_video(tmp_path / "v" / "two.mp4", frames=5, audio=False)  # 2
+    events: list[tuple] = []
+    reported = []
+
+    def sample_done(scores: list) -> None:
+        reported.extend(scores)
+        events.append(("sample", [(s.sample, s.method, s.frames) for s in scores]))
+
+    result = run_evaluation(
+        open_benchmark("video", [tmp_path / "v"]), [Duplicate(), Blend()], limit=4,
+        on_step=lambda s: events.append(("step", s.sample, s.number, s.samples, s.method, s.done, s.total,
+                                         s.overall_done, s.overall_total)),
+        on_sample=sample_done,
+    )
+    steps = [e for e in events if e[0] == "step"]
+    assert steps[:3] == [("step", "one.mp4", 1, 2, "dup", 0, 3, 0, 4), ("step", "one.mp4", 1, 2, "blend", 0, 3, 0, 4),
+                         ("step", "one.mp4", 1, 2, "dup", 1, 3, 1, 4)]
+    # The limit leaves one triplet of the second clip, and its total says so.
+    assert steps[-1] == ("step", "two.mp4", 2, 2, "blend", 0, 1, 3, 4)
+    samples = [i for i, e in enumerate(events) if e[0] == "sample"]
+    assert events[samples[0]] == ("sample", [("one.mp4", "dup", 3), ("one.mp4", "blend", 3)])
+    assert events[samples[1]] == ("sample", [("two.mp4", "dup", 1), ("two.mp4", "blend", 1)])
+    # The first clip is reported before the second one starts, and its scores are final.
+    assert events[samples[0] + 1][:2] == ("step", "two.mp4")
+    assert reported == result.per_sample()
+
+
+def test_progress_lines_come_at_milestones_and_at_least_every_30_s() -> None:
+    from sepconv_cli.commands.progress import ScoringLines
+    from sepconv_cli.evaluation.runner import Step
+
+    now = [0.0]
+    lines: list[str] = []
+    shown = ScoringLines("eval video", lines.append, clock=lambda: now[0])
+
+    def at(t: float, done: int, method: str = "flow", sample: str = "a.mp4", total: int | None = 40) -> None:
+        now[0] = t
+        shown.step(Step(sample, 1 if sample == "a.mp4" else 2, 2, method, done, total, done, None))
+
+    at(0, 0, "dup")  # the first one always
+    at(1, 0)         # same milestone
+    at(2, 4)         # a new tenth, but too soon after the last line
+    at(6, 5)         # still that tenth, now due
+    at(7, 8)         # a new tenth, too soon
+    at(12, 8)        # due
+    at(20, 9)        # nothing new
+    at(42.5, 9)      # 30 s without a line
+    at(50, 0, sample="b.mp4", total=None)  # a new clip, total unknown
+    assert [line.split(" [")[0] for line in lines] == [
+        "eval video: a.mp4 (1/2): 0/40 (0%) triplets scored, now dup; all clips 0",
+        "eval video: a.mp4 (1/2): 5/40 (12%) triplets scored, now flow; all clips 5",
+        "eval video: a.mp4 (1/2): 8/40 (20%) triplets scored, now flow; all clips 8",
+        "eval video: a.mp4 (1/2): 9/40 (22%) triplets scored, now flow; all clips 9",
+        "eval video: b.mp4 (2/2): 0 triplets scored, now flow; all clips 0",
+    ]
+    assert lines[-1].endswith("[50 s]")
+
+
+def test_cli_prints_each_clip_when_done_and_progress_lines_on_a_non_terminal(tmp_path: Path) -> None:
+    (tmp_path / "v").mkdir()
+    make_video(tmp_path / "v" / "one.mp4", width=32, height=24, frames=7, audio=False)
+    make_video(tmp_path / "v" / "two.mp4", width=32, height=24, frames=5, audio=False)
+    run = CliRunner().invoke(cli, ["eval", "-b", "video", "-d", str(tmp_path / "v"), "-m", "dup", "-m", "blend"])
+    assert run.exit_code == 0, run.output
+    out = run.stdout.splitlines()
+    rows = [line.split() for line in out if line.startswith(("one.mp4 ", "two.mp4 "))]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("one.mp4", "dup", "3"), ("one.mp4", "blend", "3"),
+                                                  ("two.mp4", "dup", "2"), ("two.mp4", "blend", "2")]
+    assert all("PSNR" in r and "SSIM" in r and "ms/frame" in r for r in rows)
+    # Rows come as clips finish, before the final tables.
+    title = next(i for i, line in enumerate(out) if "video: 5 frame(s), 2 sample(s)" in line)
+    assert max(i for i, line in enumerate(out) if line.startswith(("one.mp4 ", "two.mp4 "))) < title
+    # CliRunner's stderr is not a terminal: plain progress lines, not a bar.
+    assert "eval video: one.mp4 (1/2): 0/3 (0%) triplets scored, now dup; all clips 0/5 (0%)" in run.stderr
+    assert "\x1b[" not in run.stderr and "━" not in run.stderr
+    quiet = CliRunner().invoke(cli, ["eval", "-b", "video", "-d", str(tmp_path / "v"), "-m", "dup", "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""

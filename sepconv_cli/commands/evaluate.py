@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from sepconv_cli.commands.progress import frame_progress, silence_info
+from sepconv_cli.commands.progress import scoring_progress, silence_info
 from sepconv_cli.engine import PRECISIONS
 from sepconv_cli.evaluation import (
     BASELINES,
@@ -48,6 +49,15 @@ def _cells(group: list[SampleScore]) -> list[list[str]]:
 
 def _ms_per_frame(s: SampleScore) -> str:
     return f"{1000 * s.seconds / s.frames:.1f}" if s.frames else "-"
+
+
+def print_sample(scores: list[SampleScore], console: Console) -> None:
+    """One line per method of a finished sample, as soon as it is done: the columns of
+    the final table, the sample named on every line so that a log can be grepped."""
+    width = max(len(s.method) for s in scores)
+    for s, (psnr, ssim) in zip(scores, _cells(scores)):
+        console.print(f"{escape(s.sample or '')}  {s.method:<{width}}  {s.frames} frames  PSNR {psnr} dB  SSIM {ssim}  "
+                      f"{_ms_per_frame(s)} ms/frame", soft_wrap=True, highlight=False)
 
 
 def render_tables(result: Evaluation, console: Console) -> None:
@@ -118,10 +128,19 @@ def evaluate(
         list(methods) or list(BASELINES),
         weights=weights, tta=tta, device=device, precision=precision,
     )
-    names = ", ".join(m.name for m in chosen)
-    with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=f"{benchmark}: {names}") as progress:
+    console = Console()
+    # Like the per-sample table: beyond this many samples rows are left to --json/--csv.
+    print_rows = not quiet and len(dataset.samples) <= MAX_SAMPLE_ROWS
+    mode = "off" if quiet else "bar" if sys.stderr.isatty() else "lines"
+    with scoring_progress(mode=mode, description=f"eval {benchmark}") as shown:
+
+        def sample_done(scores: list[SampleScore]) -> None:
+            shown.clip_done(scores[0].frames)
+            if print_rows:
+                print_sample(scores, console)
+
         result = run_evaluation(dataset, chosen, limit=limit, keep_worst=WORST_FRAMES if report_dir else 0,
-                                progress=progress)
+                                progress=shown.overall, on_step=shown.step, on_sample=sample_done)
     if json_path:
         write_json(result, json_path)
     if csv_path:
@@ -130,7 +149,7 @@ def evaluate(
         write_report(result, report_dir)
     if quiet:
         return
-    render_tables(result, Console())
+    render_tables(result, console)
     if result.skipped:
         first = result.skipped[0]
         click.echo(f"skipped {len(result.skipped)} unreadable sample(s) or triplet(s), e.g. {first.sample}: {first.reason}",

@@ -11,7 +11,8 @@ to every method, and scores each 8-bit prediction against the ground truth:
   over the positions where the window fits inside the frame (a 5-px border is not a
   window centre) and over R, G, B. Equal to scikit-image's ``structural_similarity(...,
   gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
-  channel_axis=-1)``.
+  channel_axis=-1)`` within 1e-4 (``metrics.frame_ssim`` computes it in float32; on
+  natural frames it agrees to ~1e-8).
 
 A sample's (and the overall) PSNR and SSIM are the means of its frames' scores;
 ``seconds`` is the time the method itself took on them (not reading or scoring).
@@ -19,7 +20,10 @@ A sample's (and the overall) PSNR and SSIM are the means of its frames' scores;
 Writers: ``write_json`` (one record per benchmark, sample and method), ``write_csv``
 (one row per frame and method) and ``write_report`` (the worst frames of each method
 beside the ground truth, and a per-frame PSNR plot, as PNGs drawn with OpenCV).
-Nothing here prints: progress goes to the ``progress(done, total)`` callback.
+Nothing here prints: progress goes to callbacks, ``progress(done, total)`` after every
+triplet, ``on_step(Step)`` before each method runs on a triplet, and
+``on_sample(scores)`` with a sample's ``SampleScore`` per method as soon as its last
+triplet is scored.
 """
 
 from __future__ import annotations
@@ -35,19 +39,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.evaluation.benchmarks import Dataset, Skip
 from sepconv_cli.evaluation.methods import Method
-from sepconv_cli.metrics import psnr as psnr_metric
-from sepconv_cli.metrics import ssim as ssim_metric
+from sepconv_cli.metrics import frame_psnr, frame_ssim
 
 __all__ = [
     "PSNR_CAP",
     "Evaluation",
     "FrameScore",
     "SampleScore",
+    "Step",
     "WorstFrame",
     "run_evaluation",
     "score",
@@ -62,14 +65,13 @@ Progress = Callable[[int, "int | None"], None]
 
 
 def score(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """(PSNR in dB, SSIM) of an ``(H, W, 3)`` uint8 prediction against uint8 ground truth."""
+    """(PSNR in dB, SSIM) of an ``(H, W, 3)`` uint8 prediction against uint8 ground truth.
+
+    PSNR is capped at ``PSNR_CAP``; SSIM is in [-1, 1].
+    """
     if prediction.dtype != np.uint8 or truth.dtype != np.uint8:
         raise ValueError(f"score 8-bit frames, got {prediction.dtype} and {truth.dtype}")
-    p = torch.from_numpy(np.ascontiguousarray(prediction)).permute(2, 0, 1)[None]
-    t = torch.from_numpy(np.ascontiguousarray(truth)).permute(2, 0, 1)[None]
-    value = float(psnr_metric(p, t, data_range=255))
-    similarity = float(ssim_metric(p, t, data_range=255))
-    return min(value, PSNR_CAP), similarity
+    return min(frame_psnr(prediction, truth), PSNR_CAP), frame_ssim(prediction, truth, window=SSIM_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,26 @@ class SampleScore:
 
 
 @dataclass(frozen=True)
+class Step:
+    """Where a run is: what ``on_step`` receives just before ``method`` runs on a triplet.
+
+    ``sample`` is the clip or sequence being scored, the ``number``-th of ``samples``;
+    ``done`` triplets of it have been scored by every method, of ``total`` expected (the
+    sample's count, an estimate for videos, cut to what ``limit`` leaves; None when
+    unknown). ``overall_done``/``overall_total`` count triplets over the whole run.
+    """
+
+    sample: str
+    number: int
+    samples: int
+    method: str
+    done: int
+    total: int | None
+    overall_done: int
+    overall_total: int | None
+
+
+@dataclass(frozen=True)
 class WorstFrame:
     method: str
     sample: str
@@ -132,8 +154,11 @@ class Evaluation:
     def sample_names(self) -> list[str]:
         return list(dict.fromkeys(f.sample for f in self.frames))
 
-    def _summary(self, sample: str | None, method: str) -> SampleScore:
-        rows = [f for f in self.frames if f.method == method and (sample is None or f.sample == sample)]
+    def _summary(self, sample: str | None, method: str, frames: Sequence[FrameScore] | None = None) -> SampleScore:
+        """Mean scores of ``method`` on ``sample`` (all samples if None), from ``frames``
+        (default: every frame scored) so that a finished sample need not scan them all."""
+        rows = [f for f in (self.frames if frames is None else frames)
+                if f.method == method and (sample is None or f.sample == sample)]
         return SampleScore(
             self.benchmark, sample, method,
             psnr=float(np.mean([r.psnr for r in rows])) if rows else math.nan,
@@ -157,9 +182,15 @@ def run_evaluation(
     limit: int | None = None,
     keep_worst: int = 0,
     progress: Progress | None = None,
+    on_step: Callable[[Step], None] | None = None,
+    on_sample: Callable[[list[SampleScore]], None] | None = None,
 ) -> Evaluation:
     """Score ``methods`` on the first ``limit`` triplets of ``dataset`` (all if None).
 
+    ``progress(done, total)`` is called before the first triplet and after each one;
+    ``on_step`` before each method runs on a triplet; ``on_sample`` with one
+    ``SampleScore`` per method (in their order) when a sample with at least one scored
+    triplet is finished (or cut short by ``limit``).
     Raises ``InputError`` when not one triplet could be read.
     """
     result = Evaluation(dataset.benchmark, [m.name for m in methods])
@@ -171,38 +202,53 @@ def run_evaluation(
     done = 0
     if progress:
         progress(0, total)
-    items = dataset.items()
-    try:
-        for item in items:
-            if isinstance(item, Skip):
-                result.skipped.append(item)
-                continue
-            if min(item.truth.shape[:2]) < SSIM_WINDOW:
-                result.skipped.append(Skip(item.sample, f"{item.frame}: smaller than the {SSIM_WINDOW}-px SSIM window"))
-                continue
-            for method in methods:
-                started = time.perf_counter()
-                prediction = method(item.first, item.second)
-                seconds = time.perf_counter() - started
-                value, similarity = score(prediction, item.truth)
-                result.frames.append(FrameScore(dataset.benchmark, item.sample, item.frame, method.name, value, similarity, seconds))
-                if keep_worst:
-                    counter += 1
-                    entry = (-value, counter, WorstFrame(method.name, item.sample, item.frame, value, similarity, prediction, item.truth))
-                    heap = heaps[method.name]
-                    if len(heap) < keep_worst:
-                        heapq.heappush(heap, entry)
-                    elif entry[0] > heap[0][0]:
-                        heapq.heapreplace(heap, entry)
-            done += 1
-            if progress:
-                progress(done, total)
-            if limit is not None and done >= limit:
-                break
-    finally:
-        close = getattr(items, "close", None)
-        if close:
-            close()
+    for number, sample in enumerate(dataset.samples, 1):
+        if limit is not None and done >= limit:
+            break
+        expected = sample.triplets
+        if limit is not None and expected is not None:
+            expected = min(expected, limit - done)
+        first_frame = len(result.frames)
+        sample_done = 0
+        items = sample.read()
+        try:
+            for item in items:
+                if isinstance(item, Skip):
+                    result.skipped.append(item)
+                    continue
+                if min(item.truth.shape[:2]) < SSIM_WINDOW:
+                    result.skipped.append(Skip(item.sample, f"{item.frame}: smaller than the {SSIM_WINDOW}-px SSIM window"))
+                    continue
+                for method in methods:
+                    if on_step:
+                        on_step(Step(sample.name, number, len(dataset.samples), method.name, sample_done, expected,
+                                     done, total))
+                    started = time.perf_counter()
+                    prediction = method(item.first, item.second)
+                    seconds = time.perf_counter() - started
+                    value, similarity = score(prediction, item.truth)
+                    result.frames.append(FrameScore(dataset.benchmark, item.sample, item.frame, method.name, value, similarity, seconds))
+                    if keep_worst:
+                        counter += 1
+                        entry = (-value, counter, WorstFrame(method.name, item.sample, item.frame, value, similarity, prediction, item.truth))
+                        heap = heaps[method.name]
+                        if len(heap) < keep_worst:
+                            heapq.heappush(heap, entry)
+                        elif entry[0] > heap[0][0]:
+                            heapq.heapreplace(heap, entry)
+                done += 1
+                sample_done += 1
+                if progress:
+                    progress(done, total)
+                if limit is not None and done >= limit:
+                    break
+        finally:
+            close = getattr(items, "close", None)
+            if close:
+                close()
+        if on_sample and sample_done:
+            scored = result.frames[first_frame:]
+            on_sample([result._summary(scored[0].sample, m.name, scored) for m in methods])
     if not result.frames:
         reasons = f": {result.skipped[0].sample}: {result.skipped[0].reason}" if result.skipped else ""
         raise InputError(f"no {dataset.benchmark} triplet could be scored ({len(result.skipped)} skipped){reasons}")
