@@ -111,3 +111,13 @@ def test_train_flowsep_on_scenes_mixed_with_footage(photos: Path, tmp_path: Path
     assert any(r["kind"] == "val" for r in rows)
     model = load_weights(tmp_path / "run" / "weights.pt", model="flowsep")
     assert model.any_time
+
+
+@pytest.mark.parametrize("clean_target", [True, False])
+def test_h264_reaches_the_target_only_when_it_is_not_kept_clean(photos: Path, clean_target: bool) -> None:
+    config = SceneConfig(size=48, max_motion=10, effects=False, clean_target=clean_target)
+    scenes = SceneDataset(photos, 2, crop=48, augmented=False, fixed=True, config=config, h264=1.0, seed=5)
+    rendered = torch.from_numpy(scenes.renderer.render([0], seed=5).to_uint8()[0])
+    triplet = scenes[0]
+    assert not torch.equal(triplet[0], rendered[0]) and not torch.equal(triplet[2], rendered[2])
+    assert torch.equal(triplet[1], rendered[1]) == clean_target

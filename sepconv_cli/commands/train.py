@@ -96,7 +96,11 @@ def _default_workers() -> int:
 @click.option("--max-motion", type=click.FloatRange(0), default=40.0, show_default=True,
               help="Largest motion in procedural scenes (px between the two input frames).")
 @click.option("--h264", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Share of procedural scenes whose input frames go through a libx264 round trip.")
+              help="Share of procedural scenes that go through a libx264 round trip.")
+@click.option("--clean-target", is_flag=True,
+              help="Degrade only the input frames of procedural scenes, not the frame to predict.")
+@click.option("--static-fraction", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Share of procedural scenes without motion.")
 @click.option("--model", type=click.Choice(sorted(MODELS)), default="sepconv", show_default=True)
 @click.option("--model-config", multiple=True, metavar="KEY=VALUE|JSON",
               help='Override the model\'s defaults, e.g. kernel_size=5 channels=[4,4,8,8,8] (repeatable).')

@@ -130,8 +130,9 @@ class SceneDataset(_Augmented):
     epoch) or, with ``fixed=True`` (validation), scene ``i`` every epoch. Scenes render at
     ``config.size`` px and are cropped like cache patches. ``photos`` is a folder of images
     or a ``PhotoBank``; rendering is on the CPU (this runs in DataLoader workers).
-    ``h264``: the share of scenes whose two input frames go through a libx264 round trip
-    at a CRF drawn from ``crf`` (``data.codec``), as footage has been.
+    ``h264``: the share of scenes that go through a libx264 round trip at a CRF drawn
+    from ``crf`` (``data.codec``), as footage has been: all three frames as one clip, or
+    only the two inputs when the renderer keeps a clean target (``clean_target``).
     """
 
     def __init__(self, photos: str | Path | object, length: int, crop: int = 128, augmented: bool = True,
@@ -163,7 +164,8 @@ class SceneDataset(_Augmented):
 
             rng = np.random.default_rng([self.seed, scene, 0x264])
             if rng.random() < self.h264:
-                triplet[[0, 2]] = h264_roundtrip(triplet[[0, 2]], int(rng.integers(self.crf[0], self.crf[1] + 1)))
+                frames = [0, 2] if self.renderer.config.clean_target else [0, 1, 2]
+                triplet[frames] = h264_roundtrip(triplet[frames], int(rng.integers(self.crf[0], self.crf[1] + 1)))
         return self._finish(triplet, scene, float(rendered.times[0]))
 
 
