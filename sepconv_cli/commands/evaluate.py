@@ -17,11 +17,15 @@ from sepconv_cli.evaluation import (
     BASELINES,
     BENCHMARKS,
     DATA_ENV,
+    DEFAULT_MODEL,
     Evaluation,
     SampleScore,
     build_methods,
+    default_methods,
     open_benchmark,
     run_evaluation,
+    split_methods,
+    time_label,
     write_csv,
     write_json,
     write_report,
@@ -51,22 +55,42 @@ def _ms_per_frame(s: SampleScore) -> str:
     return f"{1000 * s.seconds / s.frames:.1f}" if s.frames else "-"
 
 
+def _time(s: SampleScore) -> str:
+    return "all" if s.t is None else time_label(s.t)
+
+
+def _groups(rows: list[SampleScore], size: int) -> list[list[SampleScore]]:
+    """Consecutive runs of ``size`` rows: one per (sample, t), each holding every method."""
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
+
+
 def print_sample(scores: list[SampleScore], console: Console) -> None:
-    """One line per method of a finished sample, as soon as it is done: the columns of
-    the final table, the sample named on every line so that a log can be grepped."""
+    """One line per method (and t, on an any-time benchmark) of a finished sample, as soon
+    as it is done: the columns of the final table, the sample named on every line so that
+    a log can be grepped. The best of each t is in bold."""
     width = max(len(s.method) for s in scores)
-    for s, (psnr, ssim) in zip(scores, _cells(scores)):
-        console.print(f"{escape(s.sample or '')}  {s.method:<{width}}  {s.frames} frames  PSNR {psnr} dB  SSIM {ssim}  "
-                      f"{_ms_per_frame(s)} ms/frame", soft_wrap=True, highlight=False)
+    methods = len(dict.fromkeys(s.method for s in scores))
+    for group in _groups(scores, methods):
+        for s, (psnr, ssim) in zip(group, _cells(group)):
+            at = "" if s.t is None else f"t={time_label(s.t)}  "
+            console.print(f"{escape(s.sample or '')}  {s.method:<{width}}  {at}{s.frames} frames  PSNR {psnr} dB  "
+                          f"SSIM {ssim}  {_ms_per_frame(s)} ms/frame", soft_wrap=True, highlight=False)
 
 
 def render_tables(result: Evaluation, console: Console) -> None:
+    """The overall table (per t, then over all t, on an any-time benchmark), then the
+    per-sample one when there are 2 to ``MAX_SAMPLE_ROWS`` samples. Best scores of each
+    group of rows in bold."""
+    timed = result.any_time
     overall = Table(title=f"{result.benchmark}: {result.triplets} frame(s), {len(result.sample_names)} sample(s)")
-    for column in ("method", "frames", "PSNR (dB)", "SSIM", "ms/frame"):
+    columns = ("method", *(("t",) if timed else ()), "frames", "PSNR (dB)", "SSIM", "ms/frame")
+    for column in columns:
         overall.add_column(column, justify="left" if column == "method" else "right")
-    summary = result.overall()
-    for s, (psnr, ssim) in zip(summary, _cells(summary)):
-        overall.add_row(s.method, str(s.frames), psnr, ssim, _ms_per_frame(s))
+    groups = [*_groups(result.per_time(), len(result.methods)), result.overall()] if timed else [result.overall()]
+    for group in groups:
+        for k, (s, (psnr, ssim)) in enumerate(zip(group, _cells(group))):
+            overall.add_row(s.method, *((_time(s),) if timed else ()), str(s.frames), psnr, ssim, _ms_per_frame(s),
+                            end_section=timed and k == len(group) - 1)
     console.print(overall)
     samples = result.sample_names
     if len(samples) <= 1:
@@ -75,26 +99,26 @@ def render_tables(result: Evaluation, console: Console) -> None:
         console.print(f"{len(samples)} samples: per-sample scores are in --json and --csv")
         return
     table = Table(title="per sample")
-    for column in ("sample", "method", "frames", "PSNR (dB)", "SSIM"):
+    for column in ("sample", *(("t",) if timed else ()), "method", "frames", "PSNR (dB)", "SSIM"):
         table.add_column(column, justify="left" if column in ("sample", "method") else "right")
-    rows = result.per_sample()
-    for start in range(0, len(rows), len(result.methods)):
-        group = rows[start : start + len(result.methods)]
+    for group in _groups(result.per_sample(), len(result.methods)):
         for k, (s, (psnr, ssim)) in enumerate(zip(group, _cells(group))):
-            table.add_row(s.sample if k == 0 else "", s.method, str(s.frames), psnr, ssim,
-                          end_section=k == len(group) - 1)
+            first = k == 0
+            table.add_row(s.sample if first else "", *((_time(s) if first else "",) if timed else ()), s.method,
+                          str(s.frames), psnr, ssim, end_section=k == len(group) - 1)
     console.print(table)
 
 
 @click.command(name="eval")
 @click.option("--benchmark", "-b", required=True, type=click.Choice(list(BENCHMARKS)),
-              help="Dataset and protocol (layouts and protocols: see the README).")
+              help="Dataset and protocol (layouts and protocols: see the README); video-thirds predicts "
+                   "frames at t = 1/3 and 2/3, any-time methods only.")
 @click.option("--data", "-d", "data", multiple=True, type=click.Path(path_type=Path),
               help=f"Dataset folder or video file [default: ${DATA_ENV}/BENCHMARK, else ./data/BENCHMARK]; "
-                   "repeatable for --benchmark video.")
+                   "repeatable for --benchmark video and video-thirds.")
 @click.option("--method", "-m", "methods", multiple=True, type=click.Choice([*BASELINES, *sorted(MODELS)]),
               help="Method to score, repeatable [default: the baselines dup, blend, flow, minterpolate, "
-                   "plus the model of each --weights file].")
+                   "plus flowsep when its default weights ship, plus the model of each --weights file].")
 @click.option("--weights", "-w", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Weights file for a model method (each file names its model); repeatable. "
                    "Without it a model method uses the shipped weights.")
@@ -121,21 +145,30 @@ def evaluate(
     \b
     sepconv eval --benchmark middlebury --data ~/middlebury --weights sepconv.pt
     sepconv eval --benchmark video --data clip.mp4 --method blend --method flow
+    sepconv eval --benchmark video-thirds --data clip.mp4
     """
     silence_info(quiet)
     dataset = open_benchmark(benchmark, list(data))
-    chosen = build_methods(
-        list(methods) or list(BASELINES),
-        weights=weights, tta=tta, device=device, precision=precision,
-    )
+    names, default_note = (list(methods), None) if methods else default_methods()
+    chosen = build_methods(names, weights=weights, tta=tta, device=device, precision=precision)
+    # A --weights file for flowsep brings it in anyway: then the note would be wrong.
+    has_default = any(getattr(m, "model", None) == DEFAULT_MODEL for m in chosen)
+    notes = [default_note] if default_note and not has_default else []
+    # Midpoint-only models on an any-time benchmark: a note each, up front; run_evaluation
+    # leaves them out (and, when no method is left, fails with these reasons).
+    runnable, left_out = split_methods(dataset, chosen)
+    if not quiet and runnable:
+        for note in [*notes, *left_out]:
+            click.echo(f"note: {note}", err=True)
     console = Console()
     # Like the per-sample table: beyond this many samples rows are left to --json/--csv.
     print_rows = not quiet and len(dataset.samples) <= MAX_SAMPLE_ROWS
     mode = "off" if quiet else "bar" if sys.stderr.isatty() else "lines"
-    with scoring_progress(mode=mode, description=f"eval {benchmark}") as shown:
+    unit = "frames" if dataset.any_time else "triplets"
+    with scoring_progress(mode=mode, description=f"eval {benchmark}", unit=unit) as shown:
 
         def sample_done(scores: list[SampleScore]) -> None:
-            shown.clip_done(scores[0].frames)
+            shown.clip_done(sum(s.frames for s in scores if s.method == scores[0].method))
             if print_rows:
                 print_sample(scores, console)
 

@@ -6,6 +6,9 @@
     for s in result.overall():
         print(s.method, s.psnr, s.ssim)
 
+Benchmarks other than ``video-thirds`` predict midpoints; ``video-thirds`` predicts at
+t = 1/3 and 2/3 (``Triplet.t``), and ``result.per_time()`` splits its scores by t.
+
 See ``benchmarks`` for the dataset layouts and protocols, ``methods`` for the
 baselines and self-ensembling, and ``runner`` for exactly how scores are computed.
 """
@@ -20,7 +23,7 @@ from sepconv_cli.evaluation.benchmarks import (
     default_root,
     open_benchmark,
 )
-from sepconv_cli.evaluation.methods import BASELINES, Method, ModelMethod, build_methods
+from sepconv_cli.evaluation.methods import BASELINES, DEFAULT_MODEL, Method, ModelMethod, build_methods, default_methods
 from sepconv_cli.evaluation.runner import (
     PSNR_CAP,
     Evaluation,
@@ -28,6 +31,8 @@ from sepconv_cli.evaluation.runner import (
     SampleScore,
     run_evaluation,
     score,
+    split_methods,
+    time_label,
     write_csv,
     write_json,
     write_report,
@@ -37,6 +42,7 @@ __all__ = [
     "BASELINES",
     "BENCHMARKS",
     "DATA_ENV",
+    "DEFAULT_MODEL",
     "PSNR_CAP",
     "Dataset",
     "Evaluation",
@@ -48,10 +54,13 @@ __all__ = [
     "Skip",
     "Triplet",
     "build_methods",
+    "default_methods",
     "default_root",
     "open_benchmark",
     "run_evaluation",
     "score",
+    "split_methods",
+    "time_label",
     "write_csv",
     "write_json",
     "write_report",

@@ -2,7 +2,8 @@
 
 A benchmark turns a folder (or video files) the user already has into ``Triplet``s:
 two input frames and the ground-truth frame between them, each an ``(H, W, 3)`` uint8
-RGB array. Nothing is downloaded. Without ``--data`` a benchmark looks in
+RGB array, with the time ``t`` of the ground truth (0 = first input, 1 = second; 0.5,
+the midpoint, for every benchmark but ``video-thirds``). Nothing is downloaded. Without ``--data`` a benchmark looks in
 ``$SEPCONV_DATA/<name>`` when that variable is set, else in ``./data/<name>``; when its
 data is not there, ``open_benchmark`` raises an ``InputError`` whose one line says
 where to put it.
@@ -27,6 +28,10 @@ Layouts (``ROOT`` is the folder given with ``--data`` or the default above):
 - ``video``: any video files (``--data`` repeatable; a folder means the videos in it):
   every odd frame is predicted from its even neighbours, (2k, 2k+1, 2k+2), so the
   inputs are half the frame rate and their motion twice the original's.
+- ``video-thirds``: the any-time protocol on any video files (as ``video``): frames 3k
+  and 3k+3 are the inputs, and frame 3k+1 is predicted at t = 1/3 and 3k+2 at t = 2/3,
+  each scored against the real frame; the inputs are a third of the frame rate and their
+  motion three times the original's. Only methods that predict at any t take part.
 
 Files that a layout names but that are missing or unreadable do not stop a run: the
 sample is reported as a ``Skip`` (with a reason) in the stream and counted.
@@ -50,6 +55,7 @@ __all__ = [
     "BENCHMARKS",
     "DATA_ENV",
     "SEEYOUAGAIN_NOTE",
+    "THIRDS",
     "Benchmark",
     "Dataset",
     "Sample",
@@ -81,7 +87,8 @@ class Triplet:
     """Two input frames and the ground truth between them, ``(H, W, 3)`` uint8 RGB each.
 
     ``sample`` names the sequence or video it comes from, ``frame`` the ground-truth
-    frame within it (a file stem or a frame number).
+    frame within it (a file stem or a frame number), ``t`` its time between the inputs
+    (0 = ``first``, 1 = ``second``).
     """
 
     sample: str
@@ -89,6 +96,7 @@ class Triplet:
     first: np.ndarray
     second: np.ndarray
     truth: np.ndarray
+    t: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,8 @@ class Sample:
     """One sequence of a benchmark: ``read()`` yields its triplets (or ``Skip``s) lazily.
 
     ``triplets`` is how many it should yield when every file is there (``None`` when
-    unknown; for videos an estimate from the container, used for progress only).
+    unknown; for videos an estimate from the container, used for progress only); on
+    ``video-thirds`` a "triplet" is one predicted frame, two per pair of inputs.
     """
 
     name: str
@@ -114,11 +123,20 @@ class Sample:
 
 @dataclass(frozen=True)
 class Dataset:
-    """The samples found for a benchmark, in a fixed (natural-sort) order."""
+    """The samples found for a benchmark, in a fixed (natural-sort) order.
+
+    ``times`` are the values of ``t`` its triplets hold, ``(0.5,)`` for a midpoint protocol.
+    """
 
     benchmark: str
     roots: tuple[Path, ...]
     samples: tuple[Sample, ...]
+    times: tuple[float, ...] = (0.5,)
+
+    @property
+    def any_time(self) -> bool:
+        """Whether some ground truth lies elsewhere than the midpoint (only any-time methods take part)."""
+        return any(t != 0.5 for t in self.times)
 
     @property
     def triplets(self) -> int | None:
@@ -139,6 +157,7 @@ class Benchmark:
     layout: str  # where its data goes, for the "missing data" message
     find: Callable[[tuple[Path, ...]], list[Sample]]
     many_roots: bool = False
+    times: tuple[float, ...] = (0.5,)
 
 
 def natural_key(text: str) -> list[object]:
@@ -288,7 +307,31 @@ def _video_triplets(
         yield Skip(sample, str(exc))
 
 
-def _video_sample(name: str, path: Path, period: int, size: tuple[int, int] | None, explicit: bool) -> Sample:
+THIRDS = (1 / 3, 2 / 3)
+
+
+def _video_thirds(sample: str, path: Path) -> Iterator[Triplet | Skip]:
+    """Frames 3k+1 (t = 1/3) and 3k+2 (t = 2/3) of a video, each from frames 3k and 3k+3."""
+    from sepconv_cli.video import FrameReader
+
+    held: list[np.ndarray] = []
+    try:
+        with FrameReader(path) as reader:
+            for frame in reader:
+                held.append(_to_uint8(frame.rgb))
+                if frame.index % 3:
+                    continue
+                if len(held) == 4:
+                    i = frame.index - 3
+                    for k, t in zip((1, 2), THIRDS):
+                        yield Triplet(sample, str(i + k), held[0], held[3], held[k], t=t)
+                held = held[-1:]  # frame 3k starts the next group
+    except InputError as exc:
+        yield Skip(sample, str(exc))
+
+
+def _video_sample(name: str, path: Path, period: int, size: tuple[int, int] | None, explicit: bool,
+                  thirds: bool = False) -> Sample:
     from sepconv_cli.video import probe
 
     try:
@@ -301,6 +344,9 @@ def _video_sample(name: str, path: Path, period: int, size: tuple[int, int] | No
     frames = info.frames
     if frames is None and info.duration and info.frame_rate:
         frames = round(info.duration * float(info.frame_rate))  # Matroska does not count frames
+    if thirds:
+        count = None if frames is None else 2 * max(0, (frames - 1) // 3)
+        return Sample(name, count, lambda: _video_thirds(name, path))
     count = None if frames is None else (0 if frames < 3 else (frames - 3) // period + 1)
     return Sample(name, count, lambda: _video_triplets(name, path, period, size))
 
@@ -324,11 +370,13 @@ def _unique_names(paths: list[Path]) -> list[str]:
     return [str(p) if names.count(p.name) > 1 else p.name for p in paths]
 
 
-def _find_videos(period: int, size: tuple[int, int] | None) -> Callable[[tuple[Path, ...]], list[Sample]]:
+def _find_videos(
+    period: int, size: tuple[int, int] | None, thirds: bool = False
+) -> Callable[[tuple[Path, ...]], list[Sample]]:
     def find(roots: tuple[Path, ...]) -> list[Sample]:
         files = _video_files(roots)
         names = _unique_names([p for p, _ in files])
-        return [_video_sample(name, path, period, size, explicit) for name, (path, explicit) in zip(names, files)]
+        return [_video_sample(name, path, period, size, explicit, thirds) for name, (path, explicit) in zip(names, files)]
 
     return find
 
@@ -374,6 +422,14 @@ BENCHMARKS: dict[str, Benchmark] = {
             _find_videos(2, None),
             many_roots=True,
         ),
+        Benchmark(
+            "video-thirds",
+            "your own videos, any-time protocol: frames 3k+1 and 3k+2 at t = 1/3 and 2/3 from frames 3k and 3k+3",
+            "put video files in that folder",
+            _find_videos(3, None, thirds=True),
+            many_roots=True,
+            times=THIRDS,
+        ),
     )
 }
 
@@ -406,4 +462,4 @@ def open_benchmark(name: str, data: list[Path] | tuple[Path, ...] | None = None)
     if not samples:
         place = ", ".join(str(r) for r in roots)
         raise InputError(f"found no {name} samples in {place}: {benchmark.layout}")
-    return Dataset(name, roots, tuple(samples))
+    return Dataset(name, roots, tuple(samples), benchmark.times)

@@ -1,13 +1,17 @@
-"""Ways to predict the middle frame, all with one signature: ``method(first, second) -> middle``.
+"""Ways to predict an in-between frame, all with one signature: ``method(first, second, t=0.5)``.
 
-Each method takes two ``(H, W, 3)`` uint8 RGB frames and returns the predicted middle
-frame as ``(H, W, 3)`` uint8 RGB: predictions are rounded to 8 bits (round half to
-even, then clipped to 0..255) before they are scored, as a saved frame would be.
+Each method takes two ``(H, W, 3)`` uint8 RGB frames and the time ``t`` in [0, 1] of the
+wanted frame (0 = ``first``, 1 = ``second``, 0.5 = the middle frame, the default) and
+returns the prediction as ``(H, W, 3)`` uint8 RGB: predictions are rounded to 8 bits
+(round half to even, then clipped to 0..255) before they are scored, as a saved frame
+would be. ``method.any_time`` says whether it predicts at any t; the others (midpoint-only
+models) take part only in midpoint protocols.
 
-Baselines (no weights needed):
+Baselines (no weights needed; all predict at any t, and at t = 0.5 exactly as described):
 
-- ``dup``: the first frame again (what a player does without interpolation).
-- ``blend``: the per-pixel average of the two frames.
+- ``dup``: the nearest input frame again (what a player does without interpolation): the
+  first for t ≤ 0.5 (so the middle frame is the first frame), the second after.
+- ``blend``: the per-pixel average of the two frames; at time t, (1 - t)·first + t·second.
 - ``flow``: OpenCV's DIS optical flow (preset ``medium``, on grey levels; ``sepconv_cli.flow``) in both
   directions, F01 from the first frame to the second and F10 back. Assuming linear
   motion, the flow from the middle to each input is approximated as in Super SloMo
@@ -17,11 +21,16 @@ Baselines (no weights needed):
   with e the forward-backward error in pixels (for the first frame, e = |p0 + F01(p0)
   - p1| where p0, p1 are the middle pixel's positions in the two frames, and likewise
   for the second), and by 0 where it was sampled outside the frame; the result is
-  (w0·I0 + w1·I1) / (w0 + w1), the plain average where both weights vanish.
+  (w0·I0 + w1·I1) / (w0 + w1), the plain average where both weights vanish. At other t:
+  ``sepconv_cli.flow.baseline`` at t (Super SloMo's Ft0, Ft1 for that t, and the weights
+  scaled by 1 - t and t; its module docstring has the formulas).
 - ``minterpolate``: FFmpeg's motion-compensated interpolation filter through PyAV's
   filter graph (``minterpolate=fps=2:mi_mode=mci:scd=none``, FFmpeg's defaults
   otherwise: ``mc_mode=obmc``, ``me_mode=bidir``, ``me=epzs``). A fresh filter runs on
-  each pair, fed at 1 fps; its 2 fps output at t = 0.5 s is kept. Scene-cut detection
+  each pair, fed at 1 fps; its 2 fps output at t = 0.5 s is kept. At t = k/n (n ≤ 60;
+  thirds: n = 3) the filter runs at ``fps=n`` and its output at k/n s is kept: that
+  frame is made for time k/n, as the tests check with ``mi_mode=blend``, whose output at
+  1/3 and 2/3 is (1 - t)·first + t·second within one level. Scene-cut detection
   is off: benchmark triplets hold no cuts, and a fresh filter has no previous frame
   difference to compare with, so its detector would call any pair differing by more
   than 10 % on average a cut and return the first frame. The filter only accepts YUV, so
@@ -29,8 +38,10 @@ Baselines (no weights needed):
   the filter estimates motion): no colour conversion and no rounding loss, so the
   score is the filter's alone.
 
-Models: ``ModelMethod`` wraps an ``Interpolator``; with ``tta=True`` it averages the
-predictions for the 8 flips and rotations of the input pair (the dihedral group: 0°,
+Models: ``ModelMethod`` wraps an ``Interpolator`` (``Interpolator.midpoint`` at t = 0.5,
+``Interpolator.at`` elsewhere; ``any_time`` as the interpolator's, so sepconv and
+dsepconv are midpoint-only); with ``tta=True`` it averages the predictions for the 8
+flips and rotations of the input pair (the dihedral group: 0°,
 90°, 180°, 270°, each with and without a horizontal flip), each turned back, before
 rounding to 8 bits (SepConv++'s self-ensembling; 8× the cost).
 """
@@ -48,6 +59,7 @@ from sepconv_cli.errors import SepconvError
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_MODEL",
     "Blend",
     "Duplicate",
     "FlowInterpolation",
@@ -55,11 +67,14 @@ __all__ = [
     "Method",
     "ModelMethod",
     "build_methods",
+    "default_methods",
     "dihedral",
     "to_uint8",
 ]
 
 BASELINES: tuple[str, ...] = ("dup", "blend", "flow", "minterpolate")
+# Scored by default beside the baselines when its shipped weights exist.
+DEFAULT_MODEL = "flowsep"
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -68,47 +83,65 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 class Method:
-    """A middle-frame predictor: ``(H, W, 3)`` uint8 ×2 → ``(H, W, 3)`` uint8."""
+    """An in-between frame predictor: ``(H, W, 3)`` uint8 ×2 and t in [0, 1] → ``(H, W, 3)`` uint8.
+
+    ``any_time`` False (the default, for predictors written before t existed): only
+    called with two frames, for the midpoint, and left out of any-time protocols.
+    """
 
     name: str = "method"
+    any_time: bool = False
 
-    def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
         raise NotImplementedError
 
 
 class Duplicate(Method):
     name = "dup"
+    any_time = True
 
-    def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        return first.copy()
+    def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
+        return (first if t <= 0.5 else second).copy()
 
 
 class Blend(Method):
     name = "blend"
+    any_time = True
 
-    def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        return to_uint8((first.astype(np.float32) + second.astype(np.float32)) / 2)
+    def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
+        # At t = 0.5 both products are exact in float32, so this is (a + b) / 2 exactly.
+        return to_uint8(np.float32(1 - t) * first.astype(np.float32) + np.float32(t) * second.astype(np.float32))
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 → ``(1, 3, H, W)`` float32 in [0, 1]."""
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div_(255)
 
 
 class FlowInterpolation(Method):
-    """Bidirectional DIS flow warped to the midpoint: ``sepconv_cli.flow.baseline``, the rule
-    in the module docstring, and the prior the flowsep model starts from."""
+    """Bidirectional DIS flow warped to time t: ``sepconv_cli.flow.baseline``, the rule in
+    the module docstring, and the prior the flowsep model starts from."""
 
     name = "flow"
+    any_time = True
 
-    def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
         from sepconv_cli.flow import baseline
 
-        a = torch.from_numpy(first).permute(2, 0, 1)[None].float().div_(255)
-        b = torch.from_numpy(second).permute(2, 0, 1)[None].float().div_(255)
-        return to_uint8(baseline(a, b, 0.5)[0].permute(1, 2, 0).mul(255).numpy())
+        return to_uint8(baseline(_to_tensor(first), _to_tensor(second), t)[0].permute(1, 2, 0).mul(255).numpy())
 
 
 class MInterpolate(Method):
-    """FFmpeg's ``minterpolate`` (mi_mode=mci) on one frame pair, through ``av.filter.Graph``."""
+    """FFmpeg's ``minterpolate`` (mi_mode=mci) on one frame pair, through ``av.filter.Graph``.
+
+    ``t`` must be k/n with n ≤ ``MAX_DENOMINATOR``: the filter runs at n fps on input at
+    1 fps and makes every frame from 0 to 1 s, so its cost grows with n.
+    """
 
     name = "minterpolate"
-    OPTIONS = "fps=2:mi_mode=mci:scd=none"
+    any_time = True
+    OPTIONS = "fps=2:mi_mode=mci:scd=none"  # at t = 0.5; fps=n for t = k/n
+    MAX_DENOMINATOR = 60
 
     def __init__(self) -> None:
         import av
@@ -119,19 +152,31 @@ class MInterpolate(Method):
         except ValueError:
             raise SepconvError("this PyAV's FFmpeg has no minterpolate filter; drop --method minterpolate") from None
 
-    def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    def options(self, t: float) -> tuple[str, Fraction]:
+        """The filter's options for time ``t`` and the output time (in s) to keep."""
+        when = Fraction(t).limit_denominator(self.MAX_DENOMINATOR)
+        if not 0 <= t <= 1 or abs(float(when) - t) > 1e-9:
+            raise ValueError(f"minterpolate predicts at t = k/n with n <= {self.MAX_DENOMINATOR} in [0, 1], got {t}")
+        if when == Fraction(1, 2):
+            return self.OPTIONS, when
+        return self.OPTIONS.replace("fps=2", f"fps={when.denominator}"), when
+
+    def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
         av = self._av
+        options, when = self.options(t)
         height, width = first.shape[:2]
         graph = av.filter.Graph()
         source = graph.add_buffer(width=width, height=height, format="yuv444p", time_base=Fraction(1))
-        interpolate = graph.add("minterpolate", self.OPTIONS)
+        interpolate = graph.add("minterpolate", options)
         sink = graph.add("buffersink")
         source.link_to(interpolate)
         interpolate.link_to(sink)
         graph.configure()
         middle = None
         # The filter interpolates between the 2nd and 3rd newest frames it holds, so the
-        # second frame goes in twice; the output at pts 1 (time base 1/2) is t = 0.5 s.
+        # second frame goes in twice; at fps=n it then returns pts 0..n (time base 1/n),
+        # the frames at 0, 1/n, ..., 1 s, and the one at ``when`` is kept (pts 1 of time
+        # base 1/2 at the midpoint).
         for pts, image in enumerate((first, second, second)):
             planes = np.ascontiguousarray(image.transpose(2, 0, 1)[[1, 2, 0]])  # G, B, R
             frame = av.VideoFrame.from_ndarray(planes, format="yuv444p")
@@ -142,10 +187,10 @@ class MInterpolate(Method):
                     out = graph.pull()
                 except (av.error.BlockingIOError, av.error.EOFError):
                     break
-                if out.pts * out.time_base == Fraction(1, 2):
+                if out.pts * out.time_base == when:
                     middle = out.to_ndarray()
         if middle is None:
-            raise SepconvError("FFmpeg's minterpolate returned no middle frame")
+            raise SepconvError(f"FFmpeg's minterpolate returned no frame at t = {when}")
         return np.ascontiguousarray(middle[[2, 0, 1]].transpose(1, 2, 0))
 
 
@@ -162,18 +207,25 @@ def dihedral(x: torch.Tensor, index: int, inverse: bool = False) -> torch.Tensor
 
 
 class ModelMethod(Method):
-    """A network through ``Interpolator.midpoint``, optionally self-ensembled (``tta``)."""
+    """A network through ``Interpolator.midpoint`` (``Interpolator.at`` for t ≠ 0.5),
+    optionally self-ensembled (``tta``). ``model`` is the network's registry name
+    (default: ``name``); ``any_time`` is the interpolator's."""
 
-    def __init__(self, name: str, interpolator, tta: bool = False) -> None:  # noqa: ANN001 - engine.Interpolator
+    def __init__(self, name: str, interpolator, tta: bool = False, model: str | None = None) -> None:  # noqa: ANN001 - engine.Interpolator
         self.name = name
         self.interpolator = interpolator
         self.tta = tta
+        self.model = model or name
+        self.any_time = bool(getattr(interpolator, "any_time", False))
 
-    def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        a = torch.from_numpy(first).permute(2, 0, 1)[None].float().div_(255)
-        b = torch.from_numpy(second).permute(2, 0, 1)[None].float().div_(255)
+    def _predict(self, a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+        # The midpoint keeps its own call, so interpolators without ``at`` still work there.
+        return self.interpolator.midpoint(a, b) if t == 0.5 else self.interpolator.at(a, b, t)
+
+    def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
+        a, b = _to_tensor(first), _to_tensor(second)
         if not self.tta:
-            prediction = self.interpolator.midpoint(a, b)[0]
+            prediction = self._predict(a, b, t)[0]
         else:
             total = torch.zeros(a.shape[1:], dtype=torch.float64)
             # Transforms with an even number of quarter turns keep the frame's shape, the
@@ -181,7 +233,7 @@ class ModelMethod(Method):
             for group in ((0, 2, 4, 6), (1, 3, 5, 7)):
                 batch_a = torch.cat([dihedral(a, i) for i in group])
                 batch_b = torch.cat([dihedral(b, i) for i in group])
-                out = self.interpolator.midpoint(batch_a, batch_b)
+                out = self._predict(batch_a, batch_b, t)
                 for k, i in enumerate(group):
                     total += dihedral(out[k : k + 1], i, inverse=True)[0].double()
             prediction = total / 8
@@ -226,7 +278,7 @@ def build_methods(
             for path in files:
                 label = name if len(files) == 1 else f"{name}:{path.stem}"
                 interpolator = Interpolator(load_weights(path, model=name), device=device, precision=precision)
-                methods.append(ModelMethod(label + ("+tta" if tta else ""), interpolator, tta=tta))
+                methods.append(ModelMethod(label + ("+tta" if tta else ""), interpolator, tta=tta, model=name))
         else:
             known = ", ".join([*BASELINES, *sorted(MODELS)])
             raise SepconvError(f"unknown method '{name}' (known: {known})")
@@ -235,3 +287,19 @@ def build_methods(
     if duplicates:
         raise SepconvError(f"two methods share the name {', '.join(sorted(duplicates))}; use weights files with different names")
     return methods
+
+
+def default_methods() -> tuple[list[str], str | None]:
+    """What ``sepconv eval`` scores without ``--method``: the baselines, plus ``DEFAULT_MODEL``
+    when its shipped weights exist; otherwise the baselines and a one-line note saying why
+    the model is left out (``None`` when it is not)."""
+    from sepconv_cli.errors import WeightsError
+    from sepconv_cli.models.registry import default_weights, weights_dir
+
+    try:
+        default_weights(DEFAULT_MODEL)
+    except WeightsError:
+        where = weights_dir() / f"{DEFAULT_MODEL}.pt"
+        return list(BASELINES), (f"{DEFAULT_MODEL} skipped: no default weights ship ({where} is missing); "
+                                 "scoring the baselines (pass --weights FILE to score a model)")
+    return [*BASELINES, DEFAULT_MODEL], None

@@ -1,7 +1,8 @@
 """Score every method on the same triplets, and write the results.
 
 ``run_evaluation`` reads each triplet of a ``Dataset`` once, hands the same two frames
-to every method, and scores each 8-bit prediction against the ground truth:
+(and, on an any-time benchmark such as ``video-thirds``, the ground truth's time t) to
+every method, and scores each 8-bit prediction against the ground truth:
 
 - PSNR = 10·log10(255² / MSE), the MSE over all pixels and the three RGB channels of
   the whole frame (no crop). An exact match (MSE 0) counts as ``PSNR_CAP`` dB so that
@@ -15,15 +16,19 @@ to every method, and scores each 8-bit prediction against the ground truth:
   natural frames it agrees to ~1e-8).
 
 A sample's (and the overall) PSNR and SSIM are the means of its frames' scores;
-``seconds`` is the time the method itself took on them (not reading or scoring).
+``seconds`` is the time the method itself took on them (not reading or scoring). On an
+any-time benchmark the scores are also given per time t (``SampleScore.t``), methods
+that predict only midpoints are left out (``Evaluation.left_out`` says why), and the
+JSON records and CSV rows carry a ``t``; midpoint benchmarks write exactly what they
+always did.
 
 Writers: ``write_json`` (one record per benchmark, sample and method), ``write_csv``
 (one row per frame and method) and ``write_report`` (the worst frames of each method
 beside the ground truth, and a per-frame PSNR plot, as PNGs drawn with OpenCV).
 Nothing here prints: progress goes to callbacks, ``progress(done, total)`` after every
 triplet, ``on_step(Step)`` before each method runs on a triplet, and
-``on_sample(scores)`` with a sample's ``SampleScore`` per method as soon as its last
-triplet is scored.
+``on_sample(scores)`` with a sample's ``SampleScore`` per method (per t and method on an
+any-time benchmark) as soon as its last triplet is scored.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from sepconv_cli.errors import InputError, OutputError
+from sepconv_cli.errors import InputError, OutputError, SepconvError
 from sepconv_cli.evaluation.benchmarks import Dataset, Skip
 from sepconv_cli.evaluation.methods import Method
 from sepconv_cli.metrics import frame_psnr, frame_ssim
@@ -54,6 +60,8 @@ __all__ = [
     "WorstFrame",
     "run_evaluation",
     "score",
+    "split_methods",
+    "time_label",
     "write_csv",
     "write_json",
     "write_report",
@@ -62,6 +70,30 @@ __all__ = [
 PSNR_CAP = 100.0
 SSIM_WINDOW = 11
 Progress = Callable[[int, "int | None"], None]
+
+
+def time_label(t: float) -> str:
+    """``t`` as a short fraction for tables: 1/3, 2/3, 1/2."""
+    return str(Fraction(t).limit_denominator(1000))
+
+
+def split_methods(dataset: Dataset, methods: Sequence[Method]) -> tuple[list[Method], list[str]]:
+    """The methods that can run on ``dataset``, and a one-line note for each left out.
+
+    On a midpoint benchmark every method runs; on an any-time one a method that predicts
+    only midpoints (``any_time`` False: sepconv, dsepconv) is left out, not an error.
+    """
+    if not dataset.any_time:
+        return list(methods), []
+    kept, notes = [], []
+    times = " and ".join(time_label(t) for t in dataset.times)
+    for method in methods:
+        if method.any_time:
+            kept.append(method)
+        else:
+            notes.append(f"{method.name} skipped: it predicts only midpoints (t = 1/2), and {dataset.benchmark} "
+                         f"asks for t = {times}")
+    return kept, notes
 
 
 def score(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -83,11 +115,13 @@ class FrameScore:
     psnr: float
     ssim: float
     seconds: float
+    t: float = 0.5
 
 
 @dataclass(frozen=True)
 class SampleScore:
-    """Mean scores of one method over one sample's frames (``sample`` None: all frames)."""
+    """Mean scores of one method over one sample's frames (``sample`` None: all frames),
+    at time ``t`` only (``t`` None: at every time)."""
 
     benchmark: str
     sample: str | None
@@ -96,12 +130,16 @@ class SampleScore:
     ssim: float
     frames: int
     seconds: float
+    t: float | None = None
 
     def record(self) -> dict[str, object]:
-        return {
+        record: dict[str, object] = {
             "benchmark": self.benchmark, "sample": self.sample, "method": self.method,
             "psnr": self.psnr, "ssim": self.ssim, "frames": self.frames, "seconds": self.seconds,
         }
+        if self.t is not None:
+            record["t"] = self.t
+        return record
 
 
 @dataclass(frozen=True)
@@ -133,18 +171,27 @@ class WorstFrame:
     ssim: float
     prediction: np.ndarray
     truth: np.ndarray
+    t: float = 0.5
 
 
 @dataclass
 class Evaluation:
     """Everything one run measured. ``frames`` in the order scored (triplet by triplet,
-    methods in their order); ``worst[method]`` the lowest-PSNR frames, worst first."""
+    methods in their order); ``worst[method]`` the lowest-PSNR frames, worst first;
+    ``times`` the benchmark's ground-truth times (``(0.5,)``: a midpoint protocol);
+    ``left_out`` a note for each method that could not take part."""
 
     benchmark: str
     methods: list[str]
     frames: list[FrameScore] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     worst: dict[str, list[WorstFrame]] = field(default_factory=dict)
+    times: tuple[float, ...] = (0.5,)
+    left_out: list[str] = field(default_factory=list)
+
+    @property
+    def any_time(self) -> bool:
+        return any(t != 0.5 for t in self.times)
 
     @property
     def triplets(self) -> int:
@@ -154,25 +201,39 @@ class Evaluation:
     def sample_names(self) -> list[str]:
         return list(dict.fromkeys(f.sample for f in self.frames))
 
-    def _summary(self, sample: str | None, method: str, frames: Sequence[FrameScore] | None = None) -> SampleScore:
-        """Mean scores of ``method`` on ``sample`` (all samples if None), from ``frames``
-        (default: every frame scored) so that a finished sample need not scan them all."""
+    def _summary(self, sample: str | None, method: str, frames: Sequence[FrameScore] | None = None,
+                 t: float | None = None) -> SampleScore:
+        """Mean scores of ``method`` on ``sample`` (all samples if None) at time ``t`` (all
+        if None), from ``frames`` (default: every frame scored) so that a finished sample
+        need not scan them all."""
         rows = [f for f in (self.frames if frames is None else frames)
-                if f.method == method and (sample is None or f.sample == sample)]
+                if f.method == method and (sample is None or f.sample == sample) and (t is None or f.t == t)]
         return SampleScore(
             self.benchmark, sample, method,
             psnr=float(np.mean([r.psnr for r in rows])) if rows else math.nan,
             ssim=float(np.mean([r.ssim for r in rows])) if rows else math.nan,
-            frames=len(rows), seconds=float(sum(r.seconds for r in rows)),
+            frames=len(rows), seconds=float(sum(r.seconds for r in rows)), t=t,
         )
 
+    def _sample_scores(self, sample: str | None, frames: Sequence[FrameScore] | None = None) -> list[SampleScore]:
+        """Per method on a midpoint benchmark; per t (in order), then method, on an any-time one."""
+        if not self.any_time:
+            return [self._summary(sample, method, frames) for method in self.methods]
+        return [self._summary(sample, method, frames, t) for t in self.times for method in self.methods]
+
     def per_sample(self) -> list[SampleScore]:
-        """One ``SampleScore`` per (sample, method), samples in order."""
-        return [self._summary(sample, method) for sample in self.sample_names for method in self.methods]
+        """One ``SampleScore`` per (sample, method), samples in order; per (sample, t,
+        method) on an any-time benchmark."""
+        return [s for sample in self.sample_names for s in self._sample_scores(sample)]
 
     def overall(self) -> list[SampleScore]:
-        """One ``SampleScore`` per method over every frame scored (``sample`` None)."""
+        """One ``SampleScore`` per method over every frame scored (``sample`` None), at
+        every t."""
         return [self._summary(None, method) for method in self.methods]
+
+    def per_time(self) -> list[SampleScore]:
+        """One ``SampleScore`` per (t, method) over every sample, times in order."""
+        return [self._summary(None, method, t=t) for t in self.times for method in self.methods]
 
 
 def run_evaluation(
@@ -187,13 +248,19 @@ def run_evaluation(
 ) -> Evaluation:
     """Score ``methods`` on the first ``limit`` triplets of ``dataset`` (all if None).
 
+    On an any-time benchmark, methods that predict only midpoints are left out with a
+    note in ``Evaluation.left_out`` (``split_methods``); a ``SepconvError`` when none is left.
     ``progress(done, total)`` is called before the first triplet and after each one;
     ``on_step`` before each method runs on a triplet; ``on_sample`` with one
-    ``SampleScore`` per method (in their order) when a sample with at least one scored
-    triplet is finished (or cut short by ``limit``).
+    ``SampleScore`` per method (in their order; per t, then method, on an any-time
+    benchmark) when a sample with at least one scored triplet is finished (or cut short
+    by ``limit``).
     Raises ``InputError`` when not one triplet could be read.
     """
-    result = Evaluation(dataset.benchmark, [m.name for m in methods])
+    methods, left_out = split_methods(dataset, methods)
+    if not methods:
+        raise SepconvError(f"no method left to score on {dataset.benchmark}: {'; '.join(left_out)}")
+    result = Evaluation(dataset.benchmark, [m.name for m in methods], times=dataset.times, left_out=left_out)
     total = dataset.triplets
     if limit is not None:
         total = limit if total is None else min(total, limit)
@@ -224,13 +291,16 @@ def run_evaluation(
                         on_step(Step(sample.name, number, len(dataset.samples), method.name, sample_done, expected,
                                      done, total))
                     started = time.perf_counter()
-                    prediction = method(item.first, item.second)
+                    # Two arguments at the midpoint, so that predictors written before t existed still run there.
+                    prediction = method(item.first, item.second) if item.t == 0.5 else method(item.first, item.second, item.t)
                     seconds = time.perf_counter() - started
                     value, similarity = score(prediction, item.truth)
-                    result.frames.append(FrameScore(dataset.benchmark, item.sample, item.frame, method.name, value, similarity, seconds))
+                    result.frames.append(FrameScore(dataset.benchmark, item.sample, item.frame, method.name, value, similarity,
+                                                    seconds, item.t))
                     if keep_worst:
                         counter += 1
-                        entry = (-value, counter, WorstFrame(method.name, item.sample, item.frame, value, similarity, prediction, item.truth))
+                        entry = (-value, counter, WorstFrame(method.name, item.sample, item.frame, value, similarity, prediction,
+                                                             item.truth, item.t))
                         heap = heaps[method.name]
                         if len(heap) < keep_worst:
                             heapq.heappush(heap, entry)
@@ -248,7 +318,7 @@ def run_evaluation(
                 close()
         if on_sample and sample_done:
             scored = result.frames[first_frame:]
-            on_sample([result._summary(scored[0].sample, m.name, scored) for m in methods])
+            on_sample(result._sample_scores(scored[0].sample, scored))
     if not result.frames:
         reasons = f": {result.skipped[0].sample}: {result.skipped[0].reason}" if result.skipped else ""
         raise InputError(f"no {dataset.benchmark} triplet could be scored ({len(result.skipped)} skipped){reasons}")
@@ -266,19 +336,23 @@ def _open_for_writing(path: Path, newline: str | None = None):  # noqa: ANN202
 
 def write_json(result: Evaluation, path: Path) -> None:
     """A JSON list of ``{"benchmark","sample","method","psnr","ssim","frames","seconds"}``,
-    one per (sample, method). The overall score is the frame-weighted mean of these."""
+    one per (sample, method); on an any-time benchmark one per (sample, t, method), each
+    with its ``"t"`` too. The overall score is the frame-weighted mean of these."""
     with _open_for_writing(Path(path)) as handle:
         json.dump([s.record() for s in result.per_sample()], handle, indent=1)
         handle.write("\n")
 
 
 def write_csv(result: Evaluation, path: Path) -> None:
-    """One row per (frame, method): benchmark, sample, frame, method, psnr, ssim, seconds."""
+    """One row per (frame, method): benchmark, sample, frame, method, psnr, ssim, seconds,
+    and on an any-time benchmark t (e.g. 0.333333)."""
+    timed = result.any_time
     with _open_for_writing(Path(path), newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["benchmark", "sample", "frame", "method", "psnr", "ssim", "seconds"])
+        writer.writerow(["benchmark", "sample", "frame", "method", "psnr", "ssim", "seconds"] + (["t"] if timed else []))
         for f in result.frames:
-            writer.writerow([f.benchmark, f.sample, f.frame, f.method, f"{f.psnr:.4f}", f"{f.ssim:.6f}", f"{f.seconds:.6f}"])
+            row = [f.benchmark, f.sample, f.frame, f.method, f"{f.psnr:.4f}", f"{f.ssim:.6f}", f"{f.seconds:.6f}"]
+            writer.writerow(row + ([f"{f.t:.6f}"] if timed else []))
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -321,8 +395,9 @@ def side_by_side(worst: WorstFrame) -> np.ndarray:
         tiles = [cv2.resize(t, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST) for t in tiles]
     gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
     row = np.hstack([tiles[0], gap, tiles[1], gap, tiles[2]])
+    at = "" if worst.t == 0.5 else f" at t = {time_label(worst.t)}"
     lines = [
-        f"{worst.method}: {worst.sample}, frame {worst.frame}",
+        f"{worst.method}: {worst.sample}, frame {worst.frame}{at}",
         f"PSNR {worst.psnr:.2f} dB, SSIM {worst.ssim:.4f}    prediction | ground truth | |error| x4",
     ]
     caption = np.full((22 * len(lines) + 6, row.shape[1], 3), 255, np.uint8)
