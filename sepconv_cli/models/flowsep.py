@@ -143,7 +143,9 @@ class FlowSep(nn.Module):
             ], 1)
         out = self.head(self.unet(features))
         out = F.interpolate(out, size=frame1.shape[-2:], mode="bilinear", align_corners=False)
-        out = out * gate(prior.t)
+        weight = gate(prior.t)
+        if not bool((weight == 1).all()):  # most calls are at t in [0.15, 0.85]: skip a full-size multiply
+            out = out * weight
         k = self.per_frame
         candidate0 = self._synthesise(frame1, out[:, :k], prior.ft0)
         candidate1 = self._synthesise(frame2, out[:, k : 2 * k], prior.ft1)
