@@ -95,7 +95,7 @@ class TrainConfig:
     ``h264``: share of scenes that go through a libx264 round trip; ``clean_target``: noise,
     JPEG and H.264 on the two inputs only (else on all three frames, as in footage, where
     the frame to predict is compressed too); ``static_fraction``: share of scenes that do
-    not move. Models that take any time t (flowsep) get scenes at random t.
+    not move; ``elastic``: share of scenes that also deform non-rigidly. Models that take any time t (flowsep) get scenes at random t.
     ``init``: weights file to start from (fine-tuning). ``model_config``: overrides of the
     model's defaults (a tiny network for tests, a different kernel size).
     Devices: ``precision`` fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler and
@@ -114,6 +114,7 @@ class TrainConfig:
     h264: float = 0.0
     clean_target: bool = False
     static_fraction: float = 0.05
+    elastic: float = 0.0
     losses: list[str] = field(default_factory=list)
     vgg_weights: str | None = None
     init: str | None = None
@@ -678,7 +679,8 @@ class Trainer:
             from sepconv_cli.data.synthetic import SceneConfig
 
             scenes = SceneConfig(size=c.scene_size, max_motion=c.max_motion, random_time=timed,
-                                 clean_target=c.clean_target, static_fraction=c.static_fraction)
+                                 clean_target=c.clean_target, static_fraction=c.static_fraction,
+                                 p_elastic=c.elastic)
             if c.crop > scenes.size:
                 raise InputError(f"--crop {c.crop} is larger than the {scenes.size} px scenes (--scene-size)")
             self.data_description = f"procedural scenes from {c.synthetic}"

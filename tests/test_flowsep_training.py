@@ -121,3 +121,15 @@ def test_h264_reaches_the_target_only_when_it_is_not_kept_clean(photos: Path, cl
     triplet = scenes[0]
     assert not torch.equal(triplet[0], rendered[0]) and not torch.equal(triplet[2], rendered[2])
     assert torch.equal(triplet[1], rendered[1]) == clean_target
+
+
+def test_elastic_scenes_deform_nonlinearly_and_leave_others_alone(photos: Path) -> None:
+    base = dict(size=64, max_motion=0, max_layers=1, effects=False, static_fraction=1.0)
+    still = SceneRenderer(photos, SceneConfig(**base), device="cpu").render(range(4), seed=2).frames
+    bent = SceneRenderer(photos, SceneConfig(**base, p_elastic=1.0), device="cpu").render(range(4), seed=2).frames
+    # t = 0 is the undeformed picture; later frames move although the scene is "static".
+    assert torch.allclose(still[:, 0], bent[:, 0], atol=1e-6)
+    assert (bent[:, 2] - bent[:, 0]).abs().mean() > 0.01
+    assert torch.allclose(still[:, 2], still[:, 0], atol=1e-6)
+    none = SceneRenderer(photos, SceneConfig(**base, p_elastic=1e-9), device="cpu").render(range(4), seed=2).frames
+    assert torch.equal(none, still)

@@ -101,6 +101,9 @@ def _default_workers() -> int:
               help="Degrade only the input frames of procedural scenes, not the frame to predict.")
 @click.option("--static-fraction", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="Share of procedural scenes without motion.")
+@click.option("--elastic", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of procedural scenes that also deform non-rigidly (foliage, water), "
+                   "oscillating in time so linear motion misses the middle frame.")
 @click.option("--model", type=click.Choice(sorted(MODELS)), default="sepconv", show_default=True)
 @click.option("--model-config", multiple=True, metavar="KEY=VALUE|JSON",
               help='Override the model\'s defaults, e.g. kernel_size=5 channels=[4,4,8,8,8] (repeatable).')

@@ -64,6 +64,11 @@ class SceneConfig:
     scenes, else uniform in [0.05, 0.95]) instead of 0.5, for models that take any t.
     ``clean_target``: noise and JPEG only on the two input frames, not on the middle
     one, so the loss does not chase noise no model can predict.
+    ``p_elastic``: share of scenes whose layers also deform non-rigidly, like foliage in
+    wind or water: a smooth random displacement field (5×5 control points, up to about
+    ``elastic_amplitude`` px) that oscillates in time (a sine of random frequency and
+    phase), so the middle frame is not where linear motion puts it and a model learns
+    when to hedge.
     """
 
     size: int = 150
@@ -78,6 +83,8 @@ class SceneConfig:
     p_jpeg: float = 0.3
     random_time: bool = False
     clean_target: bool = False
+    p_elastic: float = 0.0
+    elastic_amplitude: float = 6.0
 
     def check(self) -> None:
         if self.size < 8:
@@ -409,8 +416,9 @@ class SceneRenderer:
         """Render scenes ``indices`` of the stream ``seed``; see ``Scenes``."""
         cfg = self.config
         S, dev = cfg.size, self.device
-        scenes, noises = [], []
+        scenes, noises, ids = [], [], []
         for i in indices:
+            ids.append(int(i))
             rng = np.random.default_rng([seed, int(i)])
             sc = _sample_scene(rng, len(self.photos), self._side, cfg, scene_time(seed, int(i), cfg))
             scenes.append(sc)
@@ -436,6 +444,8 @@ class SceneRenderer:
         # filtering never reads a neighbouring photo.
         side = self._side
         xy = apply(to_photo)  # photo pixel coords (pixel centres at integers)
+        if cfg.p_elastic > 0:
+            xy = xy + self._elastic(ids, scenes, seed)
         xy = _reflect(xy, side - 1.0)
         y_atlas = xy[..., 1] + (photo.clamp(min=0) * side).to(f32)[:, :, None, None]
         grid = torch.stack([xy[..., 0] * (2.0 / (side - 1)) - 1, y_atlas * (2.0 / (self._atlas_h - 1)) - 1], -1)
@@ -477,6 +487,25 @@ class SceneRenderer:
         motion = torch.tensor([s.motion for s in scenes], dtype=torch.float32)
         times = torch.tensor([s.time for s in scenes], dtype=torch.float32)
         return Scenes(out.clamp_(0, 1), flow, motion, times)
+
+    def _elastic(self, ids: list[int], scenes: list[_Scene], seed: int) -> torch.Tensor:
+        """Per-layer displacements (B, L, T, S*S, 2) in photo pixels; zero at t = 0."""
+        cfg = self.config
+        S, L = cfg.size, cfg.max_layers + 1
+        out = torch.zeros(len(ids), L, len(TIMES), S * S, 2, device=self.device)
+        for b, (index, scene) in enumerate(zip(ids, scenes)):
+            # A stream of its own, so scenes without deformation stay exactly as they were.
+            rng = np.random.default_rng([seed, index, 0xE1A5])
+            if rng.random() >= cfg.p_elastic:
+                continue
+            control = torch.as_tensor(rng.standard_normal((L, 2, 5, 5)) * cfg.elastic_amplitude / 2, dtype=torch.float32)
+            field = F.interpolate(control, size=(S, S), mode="bicubic", align_corners=True).to(self.device)
+            frequency = rng.uniform(0.3, 1.2, L)
+            phase = rng.uniform(0, 2 * np.pi, L)
+            for ti, t in enumerate((0.0, scene.time, 1.0)):
+                swing = torch.as_tensor(np.sin(2 * np.pi * frequency * t + phase) - np.sin(phase), dtype=torch.float32)
+                out[b, :, ti] = (field * swing.to(self.device)[:, None, None, None]).permute(0, 2, 3, 1).reshape(L, S * S, 2)
+        return out
 
     def _degrade(self, frames: torch.Tensor, scenes: list[_Scene], noises: list[np.ndarray | None]) -> torch.Tensor:
         """Brightness, blur, noise, JPEG, each only on the scenes that drew it."""
