@@ -39,6 +39,16 @@ input frame is held on every grid time within its own duration, and the final ou
 frame is shortened to end where the input ends: ceil(duration × rate) frames, the same
 duration, audio in sync.
 
+Sources and destinations
+------------------------
+``src`` and ``dst`` are video files (``str``/``Path``) or image sequences
+(``sequences.ImageSequence``: a folder of numbered frames or a ``%06d.png`` pattern,
+played at its ``rate``), in any combination. A frame folder is filled under a hidden
+temporary name beside it and renamed into place when complete, like a video file; its
+bit depth follows the input's (16-bit PNG in, 16-bit PNG out; video deeper than 8 bits
+gives 16-bit frames). Image sequences hold no sound: audio is copied only between video
+files.
+
 Overlap
 -------
 Decoding (with cut detection) and encoding run in background threads with small
@@ -67,7 +77,9 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -79,10 +91,19 @@ import torch
 from sepconv_cli import scenes
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.overlap import BackgroundConsumer, Prefetcher
-from sepconv_cli.video import Frame, FrameReader, VideoWriter, probe
+from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
+from sepconv_cli.video import (
+    Frame,
+    FrameReader,
+    VideoInfo,
+    VideoWarning,
+    VideoWriter,
+    probe,
+)
 
 __all__ = [
     "FRAME_COUNT_NOTE",
+    "ImageSequence",
     "RATE_NOTE",
     "InterpolationReport",
     "VideoOptions",
@@ -97,6 +118,9 @@ Midpoint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # at(a, b, t): (N, 3, H, W), (N, 3, H, W), (N,) times in (0, 1) -> (N, 3, H, W)
 At = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, "int | None"], None]
+# Where frames come from and go to: a video file, numbered images, or a stream (stdin/stdout).
+Source = str | Path | ImageSequence
+Destination = str | Path | ImageSequence
 
 FRAME_COUNT_NOTE = (
     "With --factor F, N input frames become F×N output frames at exactly F times the "
@@ -190,25 +214,72 @@ def _fmt_rate(rate: Fraction) -> str:
 # -- safety ------------------------------------------------------------------------
 
 
-def check_paths(src: Path, dst: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an input or output that ``interpolate_video`` could not use."""
-    if not src.exists():
-        raise InputError(f"input video not found: {src}")
-    if src.is_dir():
-        raise InputError(f"input is a folder, not a video file: {src}")
-    if src.resolve() == dst.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+def check_paths(src: Source, dst: Destination, overwrite: bool) -> None:
+    """Refuse, before any work, an input or output that ``interpolate_video`` could not use.
+
+    ``src``/``dst``: a video file (``str``/``Path``) or an ``ImageSequence``.
+    """
+    if isinstance(src, (str, Path)):
+        src = Path(src)
+        if not src.exists():
+            raise InputError(f"input video not found: {src}")
+        if src.is_dir():
+            raise InputError(f"input is a folder, not a video file: {src}")
+    elif isinstance(src, ImageSequence):
+        if not src.folder.is_dir():
+            raise InputError(f"frame folder not found: {src.folder}")
+    if isinstance(dst, ImageSequence):
+        _check_frame_folder(src, dst, overwrite)
+        return
+    dst = Path(dst)
+    if isinstance(src, Path) and (src.resolve() == dst.resolve() or (dst.exists() and os.path.samefile(src, dst))):
         raise OutputError(f"output {dst} is the input video; choose another output name")
     if dst.is_dir():
-        raise OutputError(f"output {dst} is a folder; give a file name such as {dst / (src.stem + '.2x.mp4')}")
+        name = src.stem if isinstance(src, Path) else "out"
+        raise OutputError(f"output {dst} is a folder; give a file name such as {dst / (name + '.2x.mp4')}")
     if dst.exists() and not overwrite:
         raise OutputError(f"output {dst} already exists (use --overwrite to replace it)")
-    folder = dst.parent
+    _check_writable_folder(dst.parent)
+
+
+def _check_writable_folder(folder: Path) -> None:
     if not folder.exists():
         raise OutputError(f"output folder does not exist: {folder}")
     if not folder.is_dir():
         raise OutputError(f"output folder is not a folder: {folder}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to output folder {folder}: permission denied")
+
+
+def _check_frame_folder(src: Source, dst: ImageSequence, overwrite: bool) -> None:
+    """A frame folder is written whole under a temporary name and then renamed, so it
+    must be new, empty, or (with ``overwrite``) hold nothing but frames of its pattern;
+    it is never the input's folder and never holds the input."""
+    folder = dst.folder
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output {folder} is a file, not a folder for frames")
+    _check_writable_folder(folder.resolve().parent)
+    if not folder.exists():
+        return
+    if isinstance(src, ImageSequence) and src.folder.exists() and os.path.samefile(src.folder, folder):
+        raise OutputError(f"output folder {folder} is the input's; choose another folder")
+    entries = list(folder.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise OutputError(f"output folder {folder} is not empty (use --overwrite to replace the frames in it)")
+    others = [p.name for p in entries if not (p.is_file() and _is_frame_name(p.name, dst.output_pattern))]
+    if others:
+        raise OutputError(
+            f"output folder {folder} holds other files than {dst.output_pattern} frames (e.g. {others[0]}); "
+            "choose a new or empty folder"
+        )
+
+
+def _is_frame_name(name: str, pattern: str) -> bool:
+    head, _, rest = pattern.partition("%")
+    tail = rest.split("d", 1)[1]
+    return name.startswith(head) and name.endswith(tail) and name[len(head) : len(name) - len(tail)].isdigit()
 
 
 def _temp_path(dst: Path) -> Path:
@@ -457,19 +528,24 @@ class _Retiming:
 _PREFETCH = 4
 
 
-def _with_cuts(frames: Iterator[Frame] | FrameReader, threshold: float) -> Iterator[tuple[Frame, bool]]:
+def _with_cuts(
+    frames: Iterator[Frame] | FrameReader | SequenceReader, threshold: float, keep_source: bool = True
+) -> Iterator[tuple[Frame, bool]]:
     """Each frame with whether a shot cut separates it from the one before (never for the
-    first). Runs in the decode thread: a 1080p histogram costs about 20 ms on a CPU."""
+    first). Runs in the decode thread: a 1080p histogram costs about 20 ms on a CPU.
+    Without ``keep_source`` the decoded PyAV frame is let go (only the RGB is written)."""
     detect = scenes.CutDetector(threshold)
     previous: Frame | None = None
     for frame in frames:
+        if not keep_source:
+            frame.source = None
         yield frame, previous is not None and threshold > 0 and detect(previous.rgb, frame.rgb)
         previous = frame
 
 
 def interpolate_video(
-    src: str | Path,
-    dst: str | Path,
+    src: Source,
+    dst: Destination,
     midpoint: Midpoint,
     *,
     options: VideoOptions = VideoOptions(),
@@ -488,9 +564,10 @@ def interpolate_video(
     repeated). Audio is copied (see ``VideoWriter``). See the module docstring for the
     full rules and the bad inputs refused with ``InputError`` / ``OutputError``.
 
-    The output is written to a hidden temporary file next to ``dst`` and renamed over it
-    at the end; on any error or interruption the temporary file is deleted and ``dst`` is
-    left as it was. The input is only read. ``progress(done, total)`` is called after
+    ``src`` and ``dst`` are video paths or ``ImageSequence`` frames (see the module
+    docstring). The output is written to a hidden temporary file (or folder) next to
+    ``dst`` and renamed over it at the end; on any error or interruption the temporary
+    one is deleted and ``dst`` is left as it was. The input is only read. ``progress(done, total)`` is called after
     each input frame (``total`` is ``None`` when the container does not say).
     """
     if options.factor not in (2, 4, 8):
@@ -502,8 +579,8 @@ def interpolate_video(
 
 
 def retime_video(
-    src: str | Path,
-    dst: str | Path,
+    src: Source,
+    dst: Destination,
     at: At,
     rate: Fraction | int | float | str,
     *,
@@ -545,9 +622,93 @@ def retime_video(
     )
 
 
+class _FileSink:
+    """A video file, written under a hidden temporary name and renamed when complete."""
+
+    def __init__(self, dst: Path) -> None:
+        self.dst = dst
+        self.tmp = _temp_path(dst)
+        self.writer: VideoWriter | None = None
+
+    def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
+             copy_streams: bool) -> VideoWriter:
+        self.writer = VideoWriter(
+            self.tmp, info, rate=rate, time_base=time_base, codec=options.codec, crf=options.crf,
+            preset=options.preset, lossless=options.lossless, codec_options=options.codec_options,
+            copy_streams=copy_streams, display_name=self.dst.name,
+        )
+        return self.writer
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.dst)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+        try:
+            self.tmp.unlink()
+        except OSError:
+            pass
+
+
+class _FolderSink:
+    """A frame folder, filled under a hidden temporary name beside it and renamed into
+    place when complete (an old folder of frames, with ``overwrite``, is swapped out and
+    deleted only then)."""
+
+    def __init__(self, dst: ImageSequence) -> None:
+        self.dst = dst
+        folder = dst.folder.resolve()
+        self.folder = folder
+        self.tmp = folder.with_name(f".{folder.name}.partial-{secrets.token_hex(4)}")
+
+    def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
+             copy_streams: bool) -> SequenceWriter:
+        writer = SequenceWriter(self.tmp, self.dst.output_pattern, display_name=self.dst.name)
+        try:
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise OutputError(f"cannot create a folder beside {self.dst.folder}: {exc.strerror or exc}") from None
+        if info.audio_streams and copy_streams:
+            warnings.warn(
+                f"{info.audio_streams} audio stream(s) not written: image sequences hold no sound", VideoWarning,
+                stacklevel=4,
+            )
+        return writer
+
+    def commit(self) -> None:
+        old = None
+        if self.folder.exists():
+            if any(self.folder.iterdir()):
+                old = self.folder.with_name(f".{self.folder.name}.old-{secrets.token_hex(4)}")
+                os.rename(self.folder, old)
+            else:
+                self.folder.rmdir()
+        os.rename(self.tmp, self.folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _open_source(src: Source) -> tuple[FrameReader | SequenceReader, Path]:
+    """The reader for ``src`` and the path that names it in the report."""
+    if isinstance(src, ImageSequence):
+        return SequenceReader(src), Path(src.name)
+    path = Path(src)
+    return FrameReader(path, probe(path)), path
+
+
+def _open_sink(dst: Destination) -> tuple[_FileSink | _FolderSink, Path]:
+    if isinstance(dst, ImageSequence):
+        return _FolderSink(dst), Path(dst.name)
+    return _FileSink(Path(dst)), Path(dst)
+
+
 def _process(
-    src: str | Path,
-    dst: str | Path,
+    src: Source,
+    dst: Destination,
     make_schedule: Callable[..., _Multiplying | _Retiming],
     *,
     options: VideoOptions,
@@ -559,9 +720,10 @@ def _process(
     started = time.perf_counter()
     if options.batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {options.batch_size}")
-    src, dst = Path(src), Path(dst)
     check_paths(src, dst, options.overwrite)
-    info = probe(src)
+    reader, src_path = _open_source(src)
+    info = reader.info
+    sink, dst_path = _open_sink(dst)
     schedule = make_schedule(info)
     deep = info.bit_depth > 8
     threshold = options.scene_threshold
@@ -569,36 +731,29 @@ def _process(
     if total is None and info.duration and info.frame_rate:
         total = max(2, round(info.duration * info.frame_rate))  # an estimate (e.g. Matroska)
     output_rate = schedule.nominal_rate(info.frame_rate) or None  # None: the writer's fallback
+    # Audio and subtitles are copied from a second reading of a video file; an image
+    # sequence has none.
+    copy_streams = isinstance(src, (str, Path))
+    # Image files are written from RGB; video encoders take the decoded frames themselves.
+    keep_source = not isinstance(sink, _FolderSink)
 
-    tmp = _temp_path(dst)
-    writer: VideoWriter | None = None
+    writer: VideoWriter | SequenceWriter | None = None
     done = 0
     written = 0
     first_ts: int | None = None
     end_ts = 0
     try:
-        with FrameReader(src, info) as reader, Prefetcher(
-            _with_cuts(reader, threshold), depth=_PREFETCH, name="sepconv-decode"
+        with reader, Prefetcher(
+            _with_cuts(reader, threshold, keep_source), depth=_PREFETCH, name="sepconv-decode"
         ) as frames:
             first = next(frames, None)  # InputError from the reader when nothing decodes
             second = next(frames, None)
             if first is None or second is None:
                 raise InputError(
-                    f"{src} has only one video frame; interpolation needs at least two"
+                    f"{src_path} has only one video frame; interpolation needs at least two"
                 )
             first_ts = first[0].timestamp
-            writer = VideoWriter(
-                tmp,
-                info,
-                rate=output_rate,
-                time_base=schedule.time_base,
-                codec=options.codec,
-                crf=options.crf,
-                preset=options.preset,
-                lossless=options.lossless,
-                codec_options=options.codec_options,
-                display_name=dst.name,
-            )
+            writer = sink.open(info, output_rate, schedule.time_base, options, copy_streams)
             out = writer
 
             def encode(job: tuple[object, int, int]) -> None:
@@ -645,20 +800,15 @@ def _process(
                 progress(done, total)
             skipped = reader.skipped_packets
             writer.close()
-        os.replace(tmp, dst)
+            sink.commit()
     except BaseException:
-        if writer is not None:
-            writer.abort()
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        sink.discard()
         raise
 
     duration = float((end_ts - first_ts) * info.time_base)
     return InterpolationReport(
-        input_path=src,
-        output_path=dst,
+        input_path=src_path,
+        output_path=dst_path,
         factor=factor,
         input_frames=done,
         output_frames=written,

@@ -199,18 +199,25 @@ def probe(path: str | Path) -> VideoInfo:
     """
     container = _open_input(path)
     with container:
-        stream = _video_stream(container, path)
-        ctx = stream.codec_context
-        tb = stream.time_base or Fraction(1, 90000)
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(0)
-        if stream.duration:
-            duration = float(stream.duration * tb)
-        elif container.duration:
-            duration = container.duration / av.time_base
-        else:
-            duration = None
-        pix_fmt = ctx.pix_fmt or ""
-        rotation = 0
+        return _describe(container, path, decode_first=True)
+
+
+def _describe(container: av.container.InputContainer, path: str | Path, *, decode_first: bool) -> VideoInfo:
+    """``VideoInfo`` of an open container; ``decode_first`` reads the rotation from the
+    first frame, which a pipe cannot afford (its bytes could not be read again)."""
+    stream = _video_stream(container, path)
+    ctx = stream.codec_context
+    tb = stream.time_base or Fraction(1, 90000)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(0)
+    if stream.duration:
+        duration = float(stream.duration * tb)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    else:
+        duration = None
+    pix_fmt = ctx.pix_fmt or ""
+    rotation = 0
+    if decode_first:
         try:
             stream.codec_context.thread_type = "AUTO"
             for packet in container.demux(stream):
@@ -221,27 +228,27 @@ def probe(path: str | Path) -> VideoInfo:
                     break
         except (av.error.FFmpegError, EOFError):
             pass
-        start = Fraction(stream.start_time * tb) if stream.start_time is not None else Fraction(0)
-        return VideoInfo(
-            path=Path(path),
-            width=ctx.width,
-            height=ctx.height,
-            frame_rate=Fraction(rate),
-            time_base=Fraction(tb),
-            frames=stream.frames or None,
-            duration=duration,
-            pix_fmt=pix_fmt,
-            bit_depth=_bit_depth(pix_fmt),
-            codec=ctx.name,
-            color_range=int(ctx.color_range or 0),
-            colorspace=int(ctx.colorspace if ctx.colorspace is not None else 2),
-            color_primaries=int(ctx.color_primaries if ctx.color_primaries is not None else 2),
-            color_trc=int(ctx.color_trc if ctx.color_trc is not None else 2),
-            rotation=rotation % 360,
-            audio_streams=len(container.streams.audio),
-            subtitle_streams=len(container.streams.subtitles),
-            start_time=start,
-        )
+    start = Fraction(stream.start_time * tb) if stream.start_time is not None else Fraction(0)
+    return VideoInfo(
+        path=Path(path),
+        width=ctx.width,
+        height=ctx.height,
+        frame_rate=Fraction(rate),
+        time_base=Fraction(tb),
+        frames=stream.frames or None,
+        duration=duration,
+        pix_fmt=pix_fmt,
+        bit_depth=_bit_depth(pix_fmt),
+        codec=ctx.name,
+        color_range=int(ctx.color_range or 0),
+        colorspace=int(ctx.colorspace if ctx.colorspace is not None else 2),
+        color_primaries=int(ctx.color_primaries if ctx.color_primaries is not None else 2),
+        color_trc=int(ctx.color_trc if ctx.color_trc is not None else 2),
+        rotation=rotation % 360,
+        audio_streams=len(container.streams.audio),
+        subtitle_streams=len(container.streams.subtitles),
+        start_time=start,
+    )
 
 
 # Frames a decoder may emit before one whose timestamp belongs earlier; B-frame
@@ -316,6 +323,9 @@ class FrameReader:
             self._container.close()
             self._container = None
 
+    def _open(self) -> av.container.InputContainer:
+        return _open_input(self.path)
+
     def to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """Convert a decoded frame to ``(H, W, 3)`` RGB honouring the stream's matrix and range."""
         info = self.info
@@ -333,7 +343,7 @@ class FrameReader:
 
     def __iter__(self) -> Iterator[Frame]:
         info = self.info
-        self._container = container = _open_input(self.path)
+        self._container = container = self._open()
         stream = _video_stream(container, self.path)
         stream.codec_context.thread_type = "AUTO"
         tb = Fraction(stream.time_base or info.time_base)
@@ -462,6 +472,12 @@ def choose_pix_fmt(codec: str, source_pix_fmt: str | None, bit_depth: int, width
         return src or "yuv420p"
     if src in formats and fits(src):
         return src
+    if _is_rgb_fmt(src):
+        # RGB in (image sequences): an RGB format of the same depth where the codec has one
+        # (FFV1: bgr0, gbrp16le), so lossless output keeps the frames exactly.
+        for name in (("gbrp16le", "rgb48le") if bit_depth > 8 else ("gbrp", "bgr0")):
+            if name in formats:
+                return name
     depths = [d for d in (8, 9, 10, 12, 14, 16) if d >= bit_depth] + [d for d in (16, 14, 12, 10, 9, 8) if d < bit_depth]
     for chroma in ("420", "422", "444") if not odd or codec in _ODD_SIZE_OK else ("444",):
         for depth in depths:

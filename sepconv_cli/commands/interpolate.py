@@ -13,8 +13,18 @@ from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
 from sepconv_cli.ext import OP_IMPLS
 from sepconv_cli.models.registry import MODELS, default_weights, load_weights
-from sepconv_cli.pipeline import VideoOptions, check_paths, interpolate_video, midpoint_factor, retime_video
+from sepconv_cli.errors import InputError
+from sepconv_cli.images import IMAGE_SUFFIXES
+from sepconv_cli.pipeline import (
+    Destination,
+    VideoOptions,
+    check_paths,
+    interpolate_video,
+    midpoint_factor,
+    retime_video,
+)
 from sepconv_cli.scenes import DEFAULT_THRESHOLD
+from sepconv_cli.sequences import DEFAULT_INPUT_RATE, DEFAULT_PATTERN, WRITABLE_SUFFIXES, ImageSequence, list_frames
 from sepconv_cli.video import probe
 
 DEFAULT_MODEL = "flowsep"
@@ -41,8 +51,9 @@ class FrameRate(click.ParamType):
         except (ValueError, ZeroDivisionError):
             rate = None
         if rate is None or rate <= 0 or rate > 1000:
+            option = param.opts[0] if param is not None and param.opts else "--fps"
             raise OneLineUsageError(
-                f"--fps {text!r} is not a frame rate; give a positive number or fraction up to 1000 "
+                f"{option} {text!r} is not a frame rate; give a positive number or fraction up to 1000 "
                 "such as 60, 59.94 or 30000/1001", ctx=ctx,
             )
         return rate
@@ -55,16 +66,69 @@ def format_rate(rate: Fraction) -> str:
     return f"{float(rate):.3f}".rstrip("0").rstrip(".")
 
 
-def default_output(source: Path, factor: int, lossless: bool, fps: Fraction | None = None) -> Path:
-    suffix = ".mkv" if lossless else source.suffix or ".mp4"
+def default_output(source: Path | ImageSequence, factor: int, lossless: bool, fps: Fraction | None = None) -> Destination:
+    """``clip.mp4`` → ``clip.2x.mp4``; a frame folder ``shot/`` → ``shot.2x/`` (same names)."""
     tag = f"{format_rate(fps)}fps" if fps is not None else f"{factor}x"
+    if isinstance(source, ImageSequence):
+        folder = source.folder.resolve()
+        pattern = source.pattern
+        if pattern is None:
+            suffix = list_frames(source)[0].suffix.lower()
+            # JPEG in: PNG out, so the new frames are not compressed a second time.
+            pattern = DEFAULT_PATTERN if suffix not in WRITABLE_SUFFIXES or suffix in (".jpg", ".jpeg") \
+                else DEFAULT_PATTERN.replace(".png", suffix)
+        return ImageSequence(folder.with_name(f"{folder.name}.{tag}"), pattern)
+    suffix = ".mkv" if lossless else source.suffix or ".mp4"
     return source.with_name(f"{source.stem}.{tag}{suffix}")
 
 
+def _has_images(folder: Path) -> bool:
+    try:
+        return any(p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def resolve_source(text: str, input_fps: Fraction) -> Path | ImageSequence:
+    """What SOURCE names: a frame pattern (``%`` in the file name), a folder of frames,
+    or a video file."""
+    path = Path(text)
+    if "%" in path.name:
+        return ImageSequence.parse(text, input_fps)
+    if path.is_dir():
+        if _has_images(path):
+            return ImageSequence(path, None, input_fps)
+        raise InputError(f"no image files in the folder {path}; give frames (.png, .tif, .jpg) or a video file")
+    return path
+
+
+def resolve_output(text: str) -> Destination:
+    """What ``--out`` names: a frame pattern, a folder for frames (an existing one, a name
+    ending in a slash, or a name without an extension), or a video file."""
+    path = Path(text)
+    if "%" in path.name or "%" in str(path.parent):
+        return ImageSequence.parse(text)
+    if text.endswith(("/", "\\")) or path.is_dir() or not path.suffix:
+        return ImageSequence(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise OneLineUsageError(
+            f"--out {text}: for image frames give a pattern such as {path.parent / ('%06d' + path.suffix)} "
+            "or a folder"
+        )
+    return path
+
+
+def _name(target: Path | ImageSequence) -> str:
+    return target.name if isinstance(target, Path) else target.name.rstrip("/\\")
+
+
 @click.command()
-@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--out", "-o", "output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Output video [default: SOURCE.2x.ext (.4x, .8x, .60fps; .mkv with --lossless)].")
+@click.argument("source")
+@click.option("--out", "-o", "output", metavar="OUT",
+              help="Output video, or frames: a folder or a pattern such as frames/%06d.png "
+                   "[default: SOURCE.2x.ext (.4x, .8x, .60fps; .mkv with --lossless); frames: SOURCE.2x/].")
+@click.option("--input-fps", type=FrameRate(), metavar="RATE",
+              help=f"Frame rate of an image-sequence SOURCE [default: {DEFAULT_INPUT_RATE}].")
 @click.option("--model", type=click.Choice(sorted(MODELS)), default=DEFAULT_MODEL, show_default=True,
               help="Network; its shipped weights are used unless --weights is given (then the file's own network, "
                    "unless --model is given too). flowsep predicts any time (any --fps); sepconv and dsepconv only "
@@ -95,21 +159,29 @@ def default_output(source: Path, factor: int, lossless: bool, fps: Fraction | No
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def interpolate(
-    ctx: click.Context, source: Path, output: Path | None, model: str, weights: Path | None, device: str,
+    ctx: click.Context, source: str, output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
     precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
     scene_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, overwrite: bool, quiet: bool,
 ) -> None:
-    """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept."""
+    """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept.
+
+    SOURCE is a video file, a folder of frames or a frame pattern (frames/%06d.png, played
+    at --input-fps); OUT likewise a video file, a folder or a pattern.
+    """
     started = time.perf_counter()
     silence_info(quiet)
     given = {name for name in ("model", "factor")
              if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
     if fps is not None and "factor" in given:
         raise OneLineUsageError("--fps and --factor both set the output frame rate; give one of them", ctx=ctx)
-    output = output or default_output(source, int(factor), lossless, fps)
+    src = resolve_source(source, input_fps or DEFAULT_INPUT_RATE)
+    if input_fps is not None and not isinstance(src, ImageSequence):
+        raise OneLineUsageError(
+            "--input-fps is for image sequences; a video states its own frame rate", ctx=ctx)
+    dst = resolve_output(output) if output is not None else default_output(src, int(factor), lossless, fps)
     # Fail on a typo in a path before spending seconds loading a network.
-    check_paths(source, output, overwrite)
-    info = probe(source)
+    check_paths(src, dst, overwrite)
+    input_rate = src.rate if isinstance(src, ImageSequence) else probe(src).frame_rate
     if weights is not None:
         # A weights file names its network: use it, unless --model asks for a particular one.
         network = load_weights(weights, model=model if "model" in given else None)
@@ -122,12 +194,12 @@ def interpolate(
     multiplier = int(factor)
     if fps is not None and not interpolator.any_time:
         # A midpoint-only network can only halve intervals: 2, 4 or 8 × the input's rate.
-        multiplier = midpoint_factor(fps, info.frame_rate)
+        multiplier = midpoint_factor(fps, input_rate)
         if multiplier is None:
             name = getattr(network, "name", model)
-            if info.frame_rate:
-                rates = ", ".join(format_rate(info.frame_rate * k) for k in (2, 4, 8))
-                can = f"{rates} fps (2, 4 or 8 × the input's {format_rate(info.frame_rate)})"
+            if input_rate:
+                rates = ", ".join(format_rate(input_rate * k) for k in (2, 4, 8))
+                can = f"{rates} fps (2, 4 or 8 × the input's {format_rate(input_rate)})"
             else:
                 can = "2, 4 or 8 × the input's rate, which this file does not state"
             raise OneLineUsageError(
@@ -138,10 +210,19 @@ def interpolate(
         factor=multiplier, codec=codec, crf=crf, preset=preset, lossless=lossless,
         overwrite=overwrite, scene_threshold=scene_threshold, batch_size=batch_size,
     )
-    with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=f"{source.name} → {output.name}") as progress:
+    described = _name(src)
+    if isinstance(src, ImageSequence):
+        # Frames carry no rate: say which one was assumed, so a wrong guess is noticed.
+        described += f" ({format_rate(src.rate)} fps{'' if input_fps else ', --input-fps'})"
+    description = f"{described} → {_name(dst)}"
+    with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=description) as progress:
         if fps is not None and interpolator.any_time:
-            report = retime_video(source, output, interpolator.at, fps, options=options, progress=progress)
+            report = retime_video(src, dst, interpolator.at, fps, options=options, progress=progress)
         else:
-            report = interpolate_video(source, output, interpolator.midpoint, options=options, progress=progress)
+            report = interpolate_video(src, dst, interpolator.midpoint, options=options, progress=progress)
     if not quiet:
-        click.echo(f"{report.summary()} on {interpolator.device} ({time.perf_counter() - started:.1f} s in all)", err=True)
+        assumed = ""
+        if isinstance(src, ImageSequence) and input_fps is None:
+            assumed = f" (frames taken as {format_rate(src.rate)} fps; set --input-fps)"
+        click.echo(f"{report.summary()} on {interpolator.device} ({time.perf_counter() - started:.1f} s in all){assumed}",
+                   err=True)
