@@ -156,7 +156,8 @@ class Interpolator:
         frame2 = self._to_device(frame2, pin)
         height, width = frame1.shape[-2:]
         # Statistics (and the flow) of the whole frame, so every tile is treated alike.
-        stats = joint_normalisation(frame1, frame2)
+        # (flowsep normalises nothing: its inputs are frames and flow, so it skips them)
+        stats = None if getattr(self.model, "needs_flow", False) else joint_normalisation(frame1, frame2)
         extra: dict[str, object] = {}
         context = self._pad_context
         if self.any_time:
@@ -188,14 +189,14 @@ class Interpolator:
             frame = frame.pin_memory()
         return frame.to(self.device, torch.float32, non_blocking=pin)
 
-    def _run(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor],
+    def _run(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None,
              extra: dict[str, object]) -> torch.Tensor:
         if self.precision == "fp32":
             return self.model(frame1, frame2, stats, **extra).float()
         with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
             return self.model(frame1, frame2, stats, **extra).float()
 
-    def _tiled(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor],
+    def _tiled(self, frame1: torch.Tensor, frame2: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None,
                extra: dict[str, object], context: int) -> torch.Tensor:
         height, width = frame1.shape[-2:]
         tile = self._round(self.tiling.tile)
