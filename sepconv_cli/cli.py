@@ -17,7 +17,7 @@ from sepconv_cli.commands.evaluate import evaluate
 from sepconv_cli.commands.interpolate import interpolate
 from sepconv_cli.commands.prepare import prepare
 from sepconv_cli.commands.train import train
-from sepconv_cli.errors import SepconvError
+from sepconv_cli.errors import Interrupted, SepconvError
 
 
 class UserError(click.ClickException):
@@ -37,6 +37,10 @@ class SepconvGroup(click.Group):
             return super().invoke(ctx)
         except SepconvError as exc:
             raise UserError(exc) from None
+        except KeyboardInterrupt:
+            # Click would print "Aborted!" and exit 1; the documented code for Ctrl-C is 130,
+            # and outputs are already cleaned up by the code the interrupt unwound through.
+            raise UserError(Interrupted("interrupted")) from None
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
@@ -61,4 +65,9 @@ cli.add_command(evaluate)
 
 def main() -> None:
     """Console entry point (``sepconv``, ``python -m sepconv_cli``)."""
-    cli(prog_name="sepconv")
+    try:
+        cli(prog_name="sepconv")
+    except KeyboardInterrupt:
+        # A second Ctrl-C while the first one is being handled, outside click's own catch.
+        click.echo("error: interrupted", err=True)
+        raise SystemExit(Interrupted.exit_code) from None

@@ -25,6 +25,11 @@ class OutputError(SepconvError):
     exit_code = 4
 
 
+class OutputClosed(OutputError):
+    """The reader of an output stream (a pipe) closed it before the end: it has what it
+    wanted, so the CLI stops quietly rather than failing."""
+
+
 class WeightsError(SepconvError):
     """A weights file is missing, corrupt, or made for another model."""
 
@@ -35,3 +40,9 @@ class DeviceError(SepconvError):
     """The requested device (e.g. a CUDA GPU) is not available."""
 
     exit_code = 6
+
+
+class Interrupted(SepconvError):
+    """The user stopped the run (Ctrl-C / SIGINT); exit code 130, as shells report SIGINT."""
+
+    exit_code = 130

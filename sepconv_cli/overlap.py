@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 # How often a blocked thread looks at its stop flag, in seconds.
 _POLL = 0.05
+# How long an interrupted caller waits for a prefetch thread stuck in its source.
+_ABANDON_S = 2.0
 
 
 class _End:
@@ -82,9 +84,12 @@ class Prefetcher(Generic[T]):
                 raise item.error
             yield item
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
         self._stop.set()
-        self._thread.join()
+        # After a failure or Ctrl-C, a source blocked in a read that may never return (a
+        # pipe whose writer is still open) must not hold the caller: wait a moment, then
+        # leave the daemon thread to finish (or die with the process) on its own.
+        self._thread.join(timeout=None if exc_type is None else _ABANDON_S)
 
 
 class BackgroundConsumer:

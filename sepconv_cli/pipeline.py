@@ -41,13 +41,15 @@ duration, audio in sync.
 
 Sources and destinations
 ------------------------
-``src`` and ``dst`` are video files (``str``/``Path``) or image sequences
+``src`` and ``dst`` are video files (``str``/``Path``), image sequences
 (``sequences.ImageSequence``: a folder of numbered frames or a ``%06d.png`` pattern,
-played at its ``rate``), in any combination. A frame folder is filled under a hidden
-temporary name beside it and renamed into place when complete, like a video file; its
-bit depth follows the input's (16-bit PNG in, 16-bit PNG out; video deeper than 8 bits
-gives 16-bit frames). Image sequences hold no sound: audio is copied only between video
-files.
+played at its ``rate``) or streams (``video.Pipe``: stdin/stdout in yuv4mpegpipe or
+NUT), in any combination. A frame folder is filled under a hidden temporary name beside
+it and renamed into place when complete, like a video file; its bit depth follows the
+input's (16-bit PNG in, 16-bit PNG out; video deeper than 8 bits gives 16-bit frames).
+A stream cannot be renamed: on failure it just ends early, and when its reader closes
+it early the run stops with ``OutputClosed``. Audio is copied only from video files;
+image sequences and y4m hold no sound, and a piped input is read once, for its video.
 
 Overlap
 -------
@@ -74,6 +76,7 @@ warning (FFV1 keeps 4:2:0).
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import secrets
@@ -89,12 +92,16 @@ import numpy as np
 import torch
 
 from sepconv_cli import scenes
-from sepconv_cli.errors import InputError, OutputError
+from sepconv_cli.errors import InputError, OutputClosed, OutputError
 from sepconv_cli.overlap import BackgroundConsumer, Prefetcher
 from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
 from sepconv_cli.video import (
+    PIPE_FORMATS,
+    Y4M_PIX_FMTS,
     Frame,
     FrameReader,
+    Pipe,
+    PipeReader,
     VideoInfo,
     VideoWarning,
     VideoWriter,
@@ -104,6 +111,7 @@ from sepconv_cli.video import (
 __all__ = [
     "FRAME_COUNT_NOTE",
     "ImageSequence",
+    "Pipe",
     "RATE_NOTE",
     "InterpolationReport",
     "VideoOptions",
@@ -119,8 +127,8 @@ Midpoint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 At = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, "int | None"], None]
 # Where frames come from and go to: a video file, numbered images, or a stream (stdin/stdout).
-Source = str | Path | ImageSequence
-Destination = str | Path | ImageSequence
+Source = str | Path | ImageSequence | Pipe
+Destination = str | Path | ImageSequence | Pipe
 
 FRAME_COUNT_NOTE = (
     "With --factor F, N input frames become F×N output frames at exactly F times the "
@@ -217,7 +225,7 @@ def _fmt_rate(rate: Fraction) -> str:
 def check_paths(src: Source, dst: Destination, overwrite: bool) -> None:
     """Refuse, before any work, an input or output that ``interpolate_video`` could not use.
 
-    ``src``/``dst``: a video file (``str``/``Path``) or an ``ImageSequence``.
+    ``src``/``dst``: a video file (``str``/``Path``), an ``ImageSequence`` or a ``Pipe``.
     """
     if isinstance(src, (str, Path)):
         src = Path(src)
@@ -230,6 +238,8 @@ def check_paths(src: Source, dst: Destination, overwrite: bool) -> None:
             raise InputError(f"frame folder not found: {src.folder}")
     if isinstance(dst, ImageSequence):
         _check_frame_folder(src, dst, overwrite)
+        return
+    if isinstance(dst, Pipe):
         return
     dst = Path(dst)
     if isinstance(src, Path) and (src.resolve() == dst.resolve() or (dst.exists() and os.path.samefile(src, dst))):
@@ -564,9 +574,9 @@ def interpolate_video(
     repeated). Audio is copied (see ``VideoWriter``). See the module docstring for the
     full rules and the bad inputs refused with ``InputError`` / ``OutputError``.
 
-    ``src`` and ``dst`` are video paths or ``ImageSequence`` frames (see the module
-    docstring). The output is written to a hidden temporary file (or folder) next to
-    ``dst`` and renamed over it at the end; on any error or interruption the temporary
+    ``src`` and ``dst`` are video paths, ``ImageSequence`` frames or ``Pipe`` streams (see
+    the module docstring). A file or folder is written under a hidden temporary name next
+    to ``dst`` and renamed over it at the end; on any error or interruption the temporary
     one is deleted and ``dst`` is left as it was. The input is only read. ``progress(done, total)`` is called after
     each input frame (``total`` is ``None`` when the container does not say).
     """
@@ -692,17 +702,80 @@ class _FolderSink:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+class _PipeSink:
+    """A stream (stdout): no temporary name is possible, so a failure just ends it
+    early; the reader sees a cut stream, never a file to mistake for a finished one."""
+
+    def __init__(self, dst: Pipe) -> None:
+        self.dst = dst
+        self.writer: VideoWriter | None = None
+
+    def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
+             copy_streams: bool) -> VideoWriter:
+        y4m = self.dst.format == PIPE_FORMATS["y4m"]
+        pix_fmt = None
+        if y4m:
+            if options.codec not in ("rawvideo", "wrapped_avframe"):
+                raise OutputError(f"a y4m stream holds raw frames only, not {options.codec}; use --format nut")
+            # y4m holds YUV and grey only: keep the input's format where it can, else 4:4:4.
+            source = "yuv" + info.pix_fmt[4:] if info.pix_fmt.startswith("yuvj") else info.pix_fmt
+            pix_fmt = source if source in Y4M_PIX_FMTS else ("yuv444p16le" if info.bit_depth > 8 else "yuv444p")
+        if info.audio_streams and (y4m or not copy_streams):
+            warnings.warn(
+                f"{info.audio_streams} audio stream(s) not written: "
+                + ("a y4m stream holds no sound (use --format nut)" if y4m else "audio is not read from a pipe"),
+                VideoWarning, stacklevel=4,
+            )
+        self.writer = VideoWriter(
+            Path(self.dst.name), info, rate=rate, time_base=time_base, codec=options.codec, crf=options.crf,
+            preset=options.preset, lossless=options.lossless, codec_options=options.codec_options,
+            copy_streams=copy_streams and not y4m, pix_fmt=pix_fmt, display_name=self.dst.name,
+            file=self.dst.file, format=self.dst.format,
+        )
+        return self.writer
+
+    def commit(self) -> None:
+        flush = getattr(self.dst.file, "flush", None)
+        if flush is not None:
+            try:
+                flush()
+            except BrokenPipeError:
+                raise OutputClosed(f"the reader of {self.dst.name} closed it before the end") from None
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _is_broken_pipe(error: BaseException) -> bool:
+    """Whether writing failed because the stream's reader went away (EPIPE), which PyAV
+    reports as its own error or as the file object's ``BrokenPipeError``."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, BrokenPipeError) or getattr(seen, "errno", None) == errno.EPIPE:
+            return True
+        if "Broken pipe" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _open_source(src: Source) -> tuple[FrameReader | SequenceReader, Path]:
     """The reader for ``src`` and the path that names it in the report."""
     if isinstance(src, ImageSequence):
         return SequenceReader(src), Path(src.name)
+    if isinstance(src, Pipe):
+        reader = PipeReader(src)
+        return reader, Path(src.name)
     path = Path(src)
     return FrameReader(path, probe(path)), path
 
 
-def _open_sink(dst: Destination) -> tuple[_FileSink | _FolderSink, Path]:
+def _open_sink(dst: Destination) -> tuple[_FileSink | _FolderSink | _PipeSink, Path]:
     if isinstance(dst, ImageSequence):
         return _FolderSink(dst), Path(dst.name)
+    if isinstance(dst, Pipe):
+        return _PipeSink(dst), Path(dst.name)
     return _FileSink(Path(dst)), Path(dst)
 
 
@@ -731,8 +804,8 @@ def _process(
     if total is None and info.duration and info.frame_rate:
         total = max(2, round(info.duration * info.frame_rate))  # an estimate (e.g. Matroska)
     output_rate = schedule.nominal_rate(info.frame_rate) or None  # None: the writer's fallback
-    # Audio and subtitles are copied from a second reading of a video file; an image
-    # sequence has none.
+    # Audio and subtitles are copied from a second reading of a video file; a pipe
+    # cannot be read twice and an image sequence has none.
     copy_streams = isinstance(src, (str, Path))
     # Image files are written from RGB; video encoders take the decoded frames themselves.
     keep_source = not isinstance(sink, _FolderSink)
@@ -801,8 +874,12 @@ def _process(
             skipped = reader.skipped_packets
             writer.close()
             sink.commit()
-    except BaseException:
+    except BaseException as error:
         sink.discard()
+        if isinstance(sink, _PipeSink) and not isinstance(error, OutputClosed) and _is_broken_pipe(error):
+            raise OutputClosed(
+                f"the reader of {dst_path} closed it after {getattr(writer, 'frames_written', 0)} frame(s)"
+            ) from None
         raise
 
     duration = float((end_ts - first_ts) * info.time_base)

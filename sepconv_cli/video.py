@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -40,6 +41,9 @@ from sepconv_cli.errors import InputError, OutputError
 __all__ = [
     "Frame",
     "FrameReader",
+    "PIPE_FORMATS",
+    "Pipe",
+    "PipeReader",
     "VideoInfo",
     "VideoWarning",
     "VideoWriter",
@@ -310,6 +314,7 @@ class FrameReader:
         self.truncated = False
         self.deep = self.info.bit_depth > 8
         self._container: av.container.InputContainer | None = None
+        self._reader_thread: int | None = None
         self._reformatter = VideoReformatter()
 
     def __enter__(self) -> FrameReader:
@@ -319,6 +324,11 @@ class FrameReader:
         self.close()
 
     def close(self) -> None:
+        # Closing the demuxer while another thread is inside it (a decode thread the
+        # caller stopped waiting for) would free it under that thread's feet; that
+        # thread closes it itself when its read returns.
+        if self._reader_thread is not None and self._reader_thread != threading.get_ident():
+            return
         if self._container is not None:
             self._container.close()
             self._container = None
@@ -344,6 +354,7 @@ class FrameReader:
     def __iter__(self) -> Iterator[Frame]:
         info = self.info
         self._container = container = self._open()
+        self._reader_thread = threading.get_ident()
         stream = _video_stream(container, self.path)
         stream.codec_context.thread_type = "AUTO"
         tb = Fraction(stream.time_base or info.time_base)
@@ -407,6 +418,7 @@ class FrameReader:
                 yield frame
         finally:
             self.close()
+            self._reader_thread = None
         if self.skipped_packets or self.dropped_frames:
             parts = []
             if self.skipped_packets:
@@ -444,6 +456,70 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
     handling of corrupt data (skip and warn; ``InputError`` only if nothing decodes)."""
     with FrameReader(path) as reader:
         yield from reader
+
+
+# ``--format`` names for pipes → FFmpeg's muxer names. y4m carries raw YUV (and grey),
+# NUT any codec; both are what ``ffmpeg -f yuv4mpegpipe -`` / ``-f nut -`` read and write.
+PIPE_FORMATS = {"y4m": "yuv4mpegpipe", "nut": "nut"}
+# Pixel formats the yuv4mpegpipe muxer accepts (FFmpeg's yuv4mpegenc.c).
+Y4M_PIX_FMTS = frozenset({
+    "gray", "gray9le", "gray10le", "gray12le", "gray16le", "yuv411p", "yuv420p", "yuv422p", "yuv444p",
+    "yuv420p9le", "yuv422p9le", "yuv444p9le", "yuv420p10le", "yuv422p10le", "yuv444p10le",
+    "yuv420p12le", "yuv422p12le", "yuv444p12le", "yuv420p14le", "yuv422p14le", "yuv444p14le",
+    "yuv420p16le", "yuv422p16le", "yuv444p16le",
+})
+
+
+@dataclass(frozen=True)
+class Pipe:
+    """A byte stream (stdin, stdout, a socket) instead of a file.
+
+    ``file``: a binary file object, read or written strictly in order (it need not
+    seek). ``format``: FFmpeg's (de)muxer name, e.g. ``"yuv4mpegpipe"`` or ``"nut"``
+    (``PIPE_FORMATS``); for reading, ``None`` lets FFmpeg recognise the stream.
+    ``name``: how messages call it.
+    """
+
+    file: Any
+    format: str | None = None
+    name: str = "-"
+
+
+class PipeReader(FrameReader):
+    """``FrameReader`` over a ``Pipe``: the stream is opened once and read once, so the
+    description comes from its headers alone (no rotation) and no frame is decoded
+    twice. Audio and subtitles in it are not read (``VideoWriter`` cannot copy them
+    from a stream already consumed)."""
+
+    def __init__(self, pipe: Pipe) -> None:
+        self.pipe = pipe
+        try:
+            container = av.open(pipe.file, "r", format=pipe.format)
+        except (av.error.FFmpegError, ValueError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise InputError(
+                f"the input stream {pipe.name} is not video FFmpeg can read ({reason}); send yuv4mpegpipe or NUT, "
+                "e.g. ffmpeg -i in.mkv -f yuv4mpegpipe -"
+            ) from None
+        try:
+            info = _describe(container, pipe.name, decode_first=False)
+        except BaseException:
+            container.close()
+            raise
+        super().__init__(pipe.name, info)
+        self._opened: av.container.InputContainer | None = container
+
+    def _open(self) -> av.container.InputContainer:
+        if self._opened is None:
+            raise InputError(f"the input stream {self.pipe.name} can be read only once")
+        container, self._opened = self._opened, None
+        return container
+
+    def close(self) -> None:
+        if self._opened is not None:  # never iterated
+            self._opened.close()
+            self._opened = None
+        super().close()
 
 
 def choose_pix_fmt(codec: str, source_pix_fmt: str | None, bit_depth: int, width: int, height: int) -> str:
@@ -510,7 +586,9 @@ class VideoWriter:
 
     ``time_base`` (default: the template's) is the unit of the integer ``pts`` passed to
     ``write``; ``rate`` (default: the template's) is the nominal frame rate given to the
-    encoder. ``lossless=True`` encodes FFV1 and needs a ``.mkv`` path.
+    encoder. ``lossless=True`` encodes FFV1 and needs a ``.mkv`` path. ``file`` (a binary
+    file object, e.g. stdout) and ``format`` (FFmpeg's muxer name, e.g. ``"nut"``) write a
+    stream instead of ``path``, which then only names it in messages.
 
     Use as a context manager: a normal exit flushes the encoder and the remaining
     audio and writes the trailer; an exception closes the file without finishing it
@@ -532,6 +610,8 @@ class VideoWriter:
         copy_streams: bool = True,
         pix_fmt: str | None = None,
         display_name: str | None = None,
+        file: Any = None,
+        format: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.name = display_name or self.path.name  # in messages (e.g. the final name of a temp file)
@@ -555,14 +635,15 @@ class VideoWriter:
 
         if lossless:
             codec = "ffv1"
-            if self.path.suffix.lower() != ".mkv":
+            if file is None and self.path.suffix.lower() != ".mkv":
                 raise OutputError(f"lossless output (FFV1) needs a .mkv file, not {self.name}")
         self.codec = codec
         self.pix_fmt = pix_fmt or choose_pix_fmt(codec, template.pix_fmt, template.bit_depth, template.width, template.height)
         self.full_range = template.full_range
 
         try:
-            self._out = av.open(str(self.path), "w")
+            # A file object (a pipe) has no name to guess the format from: ``format`` says it.
+            self._out = av.open(file, "w", format=format) if file is not None else av.open(str(self.path), "w", format=format)
         except av.error.PermissionError:
             raise OutputError(f"cannot write {self.name}: permission denied") from None
         except (av.error.FFmpegError, ValueError) as exc:
@@ -598,7 +679,9 @@ class VideoWriter:
             canonical = av.Codec(self.codec, "w").canonical_name
         except (ValueError, av.error.FFmpegError):
             raise OutputError(f"unknown video encoder {self.codec!r}") from None
-        if not _container_codec_ok(self._out, canonical):
+        # The y4m muxer lists only wrapped_avframe, but takes rawvideo too (as ffmpeg -c:v rawvideo does).
+        raw_y4m = self._out.format.name == "yuv4mpegpipe" and canonical == "rawvideo"
+        if not raw_y4m and not _container_codec_ok(self._out, canonical):
             raise OutputError(f"a {self.path.suffix or 'this'} file cannot hold {self.codec} video; use .mkv or .mp4")
         if self.pix_fmt != t.pix_fmt and t.pix_fmt and not (
             t.pix_fmt.startswith("yuvj") and self.pix_fmt == "yuv" + t.pix_fmt[4:]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -13,7 +16,7 @@ from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
 from sepconv_cli.ext import OP_IMPLS
 from sepconv_cli.models.registry import MODELS, default_weights, load_weights
-from sepconv_cli.errors import InputError
+from sepconv_cli.errors import InputError, OutputClosed
 from sepconv_cli.images import IMAGE_SUFFIXES
 from sepconv_cli.pipeline import (
     Destination,
@@ -25,7 +28,7 @@ from sepconv_cli.pipeline import (
 )
 from sepconv_cli.scenes import DEFAULT_THRESHOLD
 from sepconv_cli.sequences import DEFAULT_INPUT_RATE, DEFAULT_PATTERN, WRITABLE_SUFFIXES, ImageSequence, list_frames
-from sepconv_cli.video import probe
+from sepconv_cli.video import PIPE_FORMATS, Pipe, probe
 
 DEFAULT_MODEL = "flowsep"
 
@@ -118,8 +121,58 @@ def resolve_output(text: str) -> Destination:
     return path
 
 
-def _name(target: Path | ImageSequence) -> str:
-    return target.name if isinstance(target, Path) else target.name.rstrip("/\\")
+def _name(target: Path | ImageSequence | Pipe) -> str:
+    return target.name if isinstance(target, (Path, Pipe)) else target.name.rstrip("/\\")
+
+
+class _FdWriter(io.RawIOBase):
+    """Writes all of every buffer to a file descriptor (a raw pipe may take part of one),
+    and buffers nothing, so closing after the reader has gone cannot fail again."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # noqa: ANN001 - bytes-like
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.write(self.fd, view[done:])
+        return done
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+        super().close()
+
+
+def stdout_stream() -> io.RawIOBase | BinaryIO:
+    """stdout for the video stream alone. Its file descriptor is duplicated for the
+    stream and fd 1 then points at stderr, so nothing else that writes to stdout (a
+    library, a compiler's message) can corrupt the stream."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return click.get_binary_stream("stdout")  # not a real descriptor (e.g. click's test runner)
+    sys.stdout.flush()
+    stream_fd = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    return _FdWriter(stream_fd)
+
+
+def stdin_stream() -> io.RawIOBase | BinaryIO:
+    """stdin, unbuffered: a read returns what the pipe has (no waiting for a full buffer),
+    and a read left blocked by Ctrl-C holds no buffer lock that would abort Python's exit."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return click.get_binary_stream("stdin")  # not a real descriptor (e.g. click's test runner)
+    return io.FileIO(os.dup(fd), "rb")
 
 
 @click.command()
@@ -155,33 +208,54 @@ def _name(target: Path | ImageSequence) -> str:
               help="Frames up to this many pixels run whole.")
 @click.option("--op-impl", type=click.Choice(OP_IMPLS), default="auto", show_default=True,
               help="Local-convolution implementation: auto (compiled kernel, else PyTorch), compiled (or fail), torch.")
+@click.option("--format", "stream_format", type=click.Choice(sorted(PIPE_FORMATS)), default=None,
+              help="Stream format of --out - (stdout) [default: y4m]; read ffmpeg's -f yuv4mpegpipe or -f nut.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def interpolate(
     ctx: click.Context, source: str, output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
     precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
-    scene_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, overwrite: bool, quiet: bool,
+    scene_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
+    overwrite: bool, quiet: bool,
 ) -> None:
     """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept.
 
     SOURCE is a video file, a folder of frames or a frame pattern (frames/%06d.png, played
-    at --input-fps); OUT likewise a video file, a folder or a pattern.
+    at --input-fps), or - for a y4m or NUT stream on stdin; OUT likewise a video file, a
+    folder or a pattern, or - for a stream on stdout (--format y4m or nut).
     """
     started = time.perf_counter()
     silence_info(quiet)
-    given = {name for name in ("model", "factor")
+    given = {name for name in ("model", "factor", "codec")
              if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
     if fps is not None and "factor" in given:
         raise OneLineUsageError("--fps and --factor both set the output frame rate; give one of them", ctx=ctx)
-    src = resolve_source(source, input_fps or DEFAULT_INPUT_RATE)
+    if stream_format is not None and output != "-":
+        raise OneLineUsageError("--format is for a stream on stdout (--out -); a file's extension sets its format",
+                                ctx=ctx)
+    if source == "-" and output is None:
+        raise OneLineUsageError("SOURCE - (stdin) needs --out: a file, frames, or - for stdout", ctx=ctx)
+    if output == "-":
+        stream_format = stream_format or "y4m"
+        if "codec" not in given:
+            codec = "rawvideo"  # a pipe's reader wants frames, not another round of compression
+        elif stream_format == "y4m" and codec != "rawvideo":
+            raise OneLineUsageError(f"--codec {codec}: a y4m stream holds raw frames only; use --format nut", ctx=ctx)
+    src = Pipe(stdin_stream(), None, "stdin") if source == "-" else resolve_source(source, input_fps or DEFAULT_INPUT_RATE)
     if input_fps is not None and not isinstance(src, ImageSequence):
         raise OneLineUsageError(
             "--input-fps is for image sequences; a video states its own frame rate", ctx=ctx)
-    dst = resolve_output(output) if output is not None else default_output(src, int(factor), lossless, fps)
+    if output == "-":
+        dst: Destination = Pipe(None, PIPE_FORMATS[stream_format], "stdout")
+    else:
+        dst = resolve_output(output) if output is not None else default_output(src, int(factor), lossless, fps)
     # Fail on a typo in a path before spending seconds loading a network.
     check_paths(src, dst, overwrite)
-    input_rate = src.rate if isinstance(src, ImageSequence) else probe(src).frame_rate
+    if isinstance(src, Pipe):
+        input_rate = None  # the stream can be read only once: its rate is known when the run reads it
+    else:
+        input_rate = src.rate if isinstance(src, ImageSequence) else probe(src).frame_rate
     if weights is not None:
         # A weights file names its network: use it, unless --model asks for a particular one.
         network = load_weights(weights, model=model if "model" in given else None)
@@ -197,6 +271,11 @@ def interpolate(
         multiplier = midpoint_factor(fps, input_rate)
         if multiplier is None:
             name = getattr(network, "name", model)
+            if input_rate is None:
+                raise OneLineUsageError(
+                    f"--fps with {name}, which only predicts midpoints, needs the input's rate before reading it; "
+                    "with SOURCE - use --factor 2, 4 or 8, or --model flowsep", ctx=ctx,
+                )
             if input_rate:
                 rates = ", ".join(format_rate(input_rate * k) for k in (2, 4, 8))
                 can = f"{rates} fps (2, 4 or 8 × the input's {format_rate(input_rate)})"
@@ -210,16 +289,28 @@ def interpolate(
         factor=multiplier, codec=codec, crf=crf, preset=preset, lossless=lossless,
         overwrite=overwrite, scene_threshold=scene_threshold, batch_size=batch_size,
     )
+    if isinstance(dst, Pipe):
+        # From here on nothing but the stream may reach stdout.
+        dst = Pipe(stdout_stream(), dst.format, dst.name)
     described = _name(src)
     if isinstance(src, ImageSequence):
         # Frames carry no rate: say which one was assumed, so a wrong guess is noticed.
         described += f" ({format_rate(src.rate)} fps{'' if input_fps else ', --input-fps'})"
     description = f"{described} → {_name(dst)}"
-    with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=description) as progress:
-        if fps is not None and interpolator.any_time:
-            report = retime_video(src, dst, interpolator.at, fps, options=options, progress=progress)
-        else:
-            report = interpolate_video(src, dst, interpolator.midpoint, options=options, progress=progress)
+    try:
+        with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=description) as progress:
+            if fps is not None and interpolator.any_time:
+                report = retime_video(src, dst, interpolator.at, fps, options=options, progress=progress)
+            else:
+                report = interpolate_video(src, dst, interpolator.midpoint, options=options, progress=progress)
+    except OutputClosed as closed:
+        # The reader took what it wanted (``| head``, ``ffmpeg -frames:v N``): not a failure.
+        if not quiet:
+            click.echo(f"note: {closed}; stopped", err=True)
+        return
+    finally:
+        if isinstance(dst, Pipe) and isinstance(dst.file, _FdWriter):
+            dst.file.close()  # our own descriptor; a borrowed stream stays open
     if not quiet:
         assumed = ""
         if isinstance(src, ImageSequence) and input_fps is None:
