@@ -51,6 +51,13 @@ A stream cannot be renamed: on failure it just ends early, and when its reader c
 it early the run stops with ``OutputClosed``. Audio is copied only from video files;
 image sequences and y4m hold no sound, and a piped input is read once, for its video.
 
+Duplicates
+----------
+With ``options.dedup`` (``retime_video`` only), repeated frames are dropped in the
+decode thread (``duplicates.DuplicateFilter``): pairs then join distinct pictures at
+their first appearances, so the frames predicted between them on the output grid move
+evenly; a long run of copies arrives as a ``HOLD`` pair and is repeated, not blended.
+
 Overlap
 -------
 Decoding (with cut detection) and encoding run in background threads with small
@@ -76,6 +83,7 @@ warning (FFV1 keeps 4:2:0).
 
 from __future__ import annotations
 
+import enum
 import errno
 import math
 import os
@@ -92,6 +100,7 @@ import numpy as np
 import torch
 
 from sepconv_cli import scenes
+from sepconv_cli.duplicates import DuplicateFilter
 from sepconv_cli.errors import InputError, OutputClosed, OutputError
 from sepconv_cli.overlap import BackgroundConsumer, Prefetcher
 from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
@@ -161,7 +170,9 @@ class VideoOptions:
     ``overwrite``: replace an existing output. ``scene_threshold``: cut sensitivity
     for ``scenes.is_cut`` (``<= 0`` disables cut detection). ``batch_size``: frame
     pairs per ``midpoint`` call (``retime_video``: new frames per ``at`` call).
-    ``codec_options``: extra encoder options.
+    ``codec_options``: extra encoder options. ``dedup``: drop repeated frames whose
+    8×8-block luma differs by at most this many 8-bit levels (``retime_video`` only;
+    ``None``: off; see ``duplicates``).
     """
 
     factor: int = 2
@@ -173,6 +184,7 @@ class VideoOptions:
     scene_threshold: float = scenes.DEFAULT_THRESHOLD
     batch_size: int = 1
     codec_options: dict[str, str] = field(default_factory=dict)
+    dedup: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,7 @@ class InterpolationReport:
     audio_copied: int = 0
     audio_reencoded: int = 0
     subtitles_copied: int = 0
+    duplicates: int | None = None  # repeated frames dropped by dedup; None: dedup was off
 
     def summary(self) -> str:
         """One line for the CLI."""
@@ -205,6 +218,8 @@ class InterpolationReport:
             f"{rate_in} → {rate_out} fps",
             f"{self.output_duration:.3f} s",
         ]
+        if self.duplicates is not None:
+            parts.append(f"{self.duplicates} duplicate frame{'s' if self.duplicates != 1 else ''} found")
         if self.cuts:
             parts.append(f"{self.cuts} cut{'s' if self.cuts != 1 else ''} not blended")
         if self.skipped_packets:
@@ -359,6 +374,15 @@ class _Interpolator:
 
 # -- schedules: which frame goes out when ------------------------------------------------
 
+
+class Link(enum.Enum):
+    """How a frame joins the one before it."""
+
+    BLEND = "blend"  # interpolate between them
+    CUT = "cut"  # a shot cut: the earlier frame is repeated, never blended
+    HOLD = "hold"  # a pause (``dedup``): the earlier frame is repeated, it is the same picture
+
+
 Submit = Callable[[tuple[object, int, int]], None]
 
 
@@ -375,11 +399,12 @@ class _Multiplying:
     def nominal_rate(self, input_rate: Fraction) -> Fraction:
         return input_rate * self.factor
 
-    def pairs(self, pairs: list[tuple[Frame, Frame, bool]], submit: Submit) -> int:
+    def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit) -> int:
         f = self.factor
-        self.cuts += sum(cut for _, _, cut in pairs)
-        blended = iter(self.interp.between([(a, b) for a, b, cut in pairs if not cut]))
-        for a, b, cut in pairs:
+        self.cuts += sum(link is Link.CUT for _, _, link in pairs)
+        blended = iter(self.interp.between([(a, b) for a, b, link in pairs if link is Link.BLEND]))
+        for a, b, link in pairs:
+            cut = link is not Link.BLEND
             # Frame a sits at a·factor and the k-th new frame k/factor of the way to b at
             # a·factor + k·(b − a).
             step = b.timestamp - a.timestamp
@@ -463,23 +488,23 @@ class _Retiming:
         assert units.denominator == 1, (seconds, self.time_base)  # by construction of time_base
         return units.numerator
 
-    def pairs(self, pairs: list[tuple[Frame, Frame, bool]], submit: Submit) -> int:
+    def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit) -> int:
         if self.start is None:
             self.start = pairs[0][0].pts
         # plan: (image or None for "predicted", pts); rows: what to predict, in order.
         plan: list[tuple[object | None, int]] = []
         rows: list[tuple[Frame, Frame, Fraction]] = []
-        for a, b, cut in pairs:
+        for a, b, link in pairs:
             repeated = False
             while (s := self._time(self.next_k)) < b.pts:
-                if s == a.pts or cut:
+                if s == a.pts or link is not Link.BLEND:
                     plan.append((_original(a), self._units(s)))
                     repeated |= s != a.pts
                 else:
                     plan.append((None, self._units(s)))
                     rows.append((a, b, (s - a.pts) / (b.pts - a.pts)))
                 self.next_k += 1
-            self.cuts += repeated  # a cut that would otherwise have been blended
+            self.cuts += repeated and link is Link.CUT  # a cut that would otherwise have been blended
         # Predict in chunks of batch_size frames and submit as each chunk is done, so only
         # one chunk of new frames is in memory even when one pair needs many.
         predicted: Iterator[torch.Tensor] = iter(())
@@ -538,18 +563,30 @@ class _Retiming:
 _PREFETCH = 4
 
 
-def _with_cuts(
-    frames: Iterator[Frame] | FrameReader | SequenceReader, threshold: float, keep_source: bool = True
-) -> Iterator[tuple[Frame, bool]]:
-    """Each frame with whether a shot cut separates it from the one before (never for the
-    first). Runs in the decode thread: a 1080p histogram costs about 20 ms on a CPU.
-    Without ``keep_source`` the decoded PyAV frame is let go (only the RGB is written)."""
+def _links(
+    frames: Iterator[Frame] | FrameReader | SequenceReader,
+    threshold: float,
+    keep_source: bool = True,
+    dedup: DuplicateFilter | None = None,
+) -> Iterator[tuple[Frame, Link]]:
+    """Each frame with how it joins the one before (``BLEND`` for the first): a shot cut
+    (``CUT``), or with ``dedup`` a pause (``HOLD``), the repeated frames being dropped.
+    Runs in the decode thread: a 1080p histogram costs about 20 ms on a CPU, a duplicate
+    check about as much. Without ``keep_source`` the decoded PyAV frame is let go (only
+    the RGB is written)."""
     detect = scenes.CutDetector(threshold)
     previous: Frame | None = None
-    for frame in frames:
+    marked: Iterator[tuple[Frame, bool]] = dedup(frames) if dedup is not None else ((f, False) for f in frames)
+    for frame, hold in marked:
         if not keep_source:
             frame.source = None
-        yield frame, previous is not None and threshold > 0 and detect(previous.rgb, frame.rgb)
+        if hold:
+            link = Link.HOLD
+        elif previous is not None and threshold > 0 and detect(previous.rgb, frame.rgb):
+            link = Link.CUT
+        else:
+            link = Link.BLEND
+        yield frame, link
         previous = frame
 
 
@@ -582,6 +619,10 @@ def interpolate_video(
     """
     if options.factor not in (2, 4, 8):
         raise ValueError(f"factor must be 2, 4 or 8, not {options.factor}")
+    if options.dedup is not None:
+        # Between distinct frames spread over several intervals, factor midpoints would
+        # thin the output's rate there; even timing needs frames at any time.
+        raise ValueError("dedup needs retime_video (e.g. rate=lambda r: 2 * r) and a model that predicts any time")
     return _process(
         src, dst, lambda info: _Multiplying(midpoint, options.factor, info.time_base, options.batch_size),
         options=options, progress=progress, factor=options.factor,
@@ -592,14 +633,16 @@ def retime_video(
     src: Source,
     dst: Destination,
     at: At,
-    rate: Fraction | int | float | str,
+    rate: Fraction | int | float | str | Callable[[Fraction], Fraction],
     *,
     options: VideoOptions = VideoOptions(),
     progress: Progress | None = None,
 ) -> InterpolationReport:
     """Write ``src`` at exactly ``rate`` frames per second to ``dst`` (higher or lower).
 
-    ``rate``: a ``Fraction``, an int, a float as written (59.94) or a string ("30000/1001").
+    ``rate``: a ``Fraction``, an int, a float as written (59.94) or a string ("30000/1001"),
+    or a function of the input's stated rate (``lambda r: 2 * r``: twice the rate, known
+    only once a stream is read).
 
     ``at(a, b, t)`` takes two float32 CPU tensors ``(N, 3, H, W)`` in [0, 1] and an
     ``(N,)`` float64 tensor of times in (0, 1) and returns the ``(N, 3, H, W)`` frames at
@@ -618,18 +661,38 @@ def retime_video(
     The last input frame is repeated over its own duration and the final output frame
     is shortened to end where the input does, so the durations are equal and the audio,
     copied unchanged, stays in sync. Errors and the temporary file as ``interpolate_video``.
+
+    With ``options.dedup`` (a threshold, see ``duplicates``) repeated frames are dropped
+    first, so new frames are predicted between distinct pictures at the times they first
+    appear and motion drawn on twos (or with dropped-frame copies) comes out even; a run of
+    more than ``duplicates.DEFAULT_MAX_REPEATS`` copies is a real pause and stays still.
+    The report's ``duplicates`` counts the copies found.
     """
+    if callable(rate):
+        of_input = rate
+
+        def schedule(info: VideoInfo) -> _Retiming:
+            if not info.frame_rate:
+                raise InputError(f"{info.path} states no frame rate to derive the output's from; give a rate")
+            return _Retiming(at, _exact_rate(of_input(info.frame_rate)), info.time_base, options.batch_size)
+    else:
+        exact = _exact_rate(rate)
+
+        def schedule(info: VideoInfo) -> _Retiming:
+            return _Retiming(at, exact, info.time_base, options.batch_size)
+
+    return _process(src, dst, schedule, options=options, progress=progress, factor=None)
+
+
+def _exact_rate(rate: Fraction | int | float | str) -> Fraction:
     try:
         # A float is taken as written (59.94 → 2997/50), not as its binary expansion.
-        rate = Fraction(repr(rate)) if isinstance(rate, float) else Fraction(rate)
+        exact = Fraction(repr(rate)) if isinstance(rate, float) else Fraction(rate)
     except (TypeError, ValueError, ZeroDivisionError):
         raise ValueError(f"rate must be a number of frames per second, not {rate!r}") from None
-    if rate <= 0:
-        raise ValueError(f"rate must be positive, not {rate}")
-    return _process(
-        src, dst, lambda info: _Retiming(at, rate, info.time_base, options.batch_size),
-        options=options, progress=progress, factor=None,
-    )
+    if exact <= 0:
+        raise ValueError(f"rate must be positive, not {exact}")
+    return exact
 
 
 class _FileSink:
@@ -809,6 +872,7 @@ def _process(
     copy_streams = isinstance(src, (str, Path))
     # Image files are written from RGB; video encoders take the decoded frames themselves.
     keep_source = not isinstance(sink, _FolderSink)
+    dedup = DuplicateFilter(options.dedup) if options.dedup is not None else None
 
     writer: VideoWriter | SequenceWriter | None = None
     done = 0
@@ -817,7 +881,7 @@ def _process(
     end_ts = 0
     try:
         with reader, Prefetcher(
-            _with_cuts(reader, threshold, keep_source), depth=_PREFETCH, name="sepconv-decode"
+            _links(reader, threshold, keep_source, dedup), depth=_PREFETCH, name="sepconv-decode"
         ) as frames:
             first = next(frames, None)  # InputError from the reader when nothing decodes
             second = next(frames, None)
@@ -838,19 +902,21 @@ def _process(
             # One pair's frames may wait for the encoder: at 4K each is a 100 MB tensor.
             with BackgroundConsumer(encode, depth=factor or 4, name="sepconv-encode") as encoder:
 
-                def emit(pairs: list[tuple[Frame, Frame, bool]]) -> None:
+                def emit(pairs: list[tuple[Frame, Frame, Link]]) -> None:
                     nonlocal done, written
                     if not pairs:
                         return
                     written += schedule.pairs(pairs, encoder.submit)
-                    for _ in pairs:
-                        done += 1
-                        if progress is not None:
-                            progress(done, total)
+                    for _, b, _ in pairs:
+                        # Input frames passed: more than one per pair where dedup dropped copies.
+                        while done < b.index:
+                            done += 1
+                            if progress is not None:
+                                progress(done, total)
 
                 # Emit each batch as soon as it is full: memory holds one batch of pairs,
                 # the previous frame and the short queues, whatever the length of the video.
-                pending: list[tuple[Frame, Frame, bool]] = [(first[0], second[0], second[1])]
+                pending: list[tuple[Frame, Frame, Link]] = [(first[0], second[0], second[1])]
                 before_last, last = first[0], second[0]
                 while True:
                     if len(pending) >= options.batch_size:
@@ -859,12 +925,15 @@ def _process(
                     item = next(frames, None)
                     if item is None:
                         break
-                    frame, cut = item
-                    pending.append((last, frame, cut))
+                    frame, link = item
+                    pending.append((last, frame, link))
                     before_last, last = last, frame
                 emit(pending)
 
-                # The last frame has no successor: repeated over its own duration.
+                # The last frame has no successor: repeated over its own duration. With
+                # dedup the frame before it may be many frames back, so no guessing from it.
+                if dedup is not None and last.duration is None and info.frame_rate:
+                    last.duration = max(1, round(1 / (info.frame_rate * info.time_base)))
                 count, end_ts = schedule.last(before_last, last, encoder.submit)
                 encoder.finish()
             written += count
@@ -900,4 +969,5 @@ def _process(
         audio_copied=writer.audio_copied,
         audio_reencoded=writer.audio_reencoded,
         subtitles_copied=writer.subtitles_copied,
+        duplicates=dedup.found if dedup is not None else None,
     )

@@ -16,6 +16,7 @@ from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
 from sepconv_cli.ext import OP_IMPLS
 from sepconv_cli.models.registry import MODELS, default_weights, load_weights
+from sepconv_cli.duplicates import DEFAULT_THRESHOLD as DEDUP_THRESHOLD
 from sepconv_cli.errors import InputError, OutputClosed
 from sepconv_cli.images import IMAGE_SUFFIXES
 from sepconv_cli.pipeline import (
@@ -201,6 +202,12 @@ def stdin_stream() -> io.RawIOBase | BinaryIO:
 @click.option("--lossless", is_flag=True, help="Write lossless FFV1 in Matroska (.mkv) instead.")
 @click.option("--scene-threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="Histogram distance (0-1) above which two frames count as a shot cut and are not blended; 0 disables.")
+@click.option("--dedup", is_flag=True,
+              help="Drop repeated frames (animation on twos, a recording that stands still) and interpolate between "
+                   "the distinct ones at their true times, so motion is even; long still stretches stay still.")
+@click.option("--dedup-threshold", type=click.FloatRange(0, 255), default=DEDUP_THRESHOLD, show_default=True,
+              help="With --dedup: frames whose 8x8 blocks of luma differ by at most this many 8-bit levels on "
+                   "average are the same picture.")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="New frames per network call.")
 @click.option("--tile", type=click.IntRange(0), default=Tiling.tile, show_default=True,
               help="Tile side in pixels for frames larger than --max-pixels; 0 never tiles.")
@@ -216,7 +223,7 @@ def stdin_stream() -> io.RawIOBase | BinaryIO:
 def interpolate(
     ctx: click.Context, source: str, output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
     precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
-    scene_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
+    scene_threshold: float, dedup: bool, dedup_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
     overwrite: bool, quiet: bool,
 ) -> None:
     """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept.
@@ -285,9 +292,16 @@ def interpolate(
                 f"--fps {format_rate(fps)}: {name} only predicts midpoints, so it can only make {can}; "
                 "use --model flowsep for any rate", ctx=ctx,
             )
+    if dedup and not interpolator.any_time:
+        raise OneLineUsageError(
+            f"--dedup needs a model that predicts any time (new frames fall at uneven fractions between the "
+            f"distinct frames); {getattr(network, 'name', model)} only predicts midpoints: use --model flowsep",
+            ctx=ctx,
+        )
     options = VideoOptions(
         factor=multiplier, codec=codec, crf=crf, preset=preset, lossless=lossless,
         overwrite=overwrite, scene_threshold=scene_threshold, batch_size=batch_size,
+        dedup=dedup_threshold if dedup else None,
     )
     if isinstance(dst, Pipe):
         # From here on nothing but the stream may reach stdout.
@@ -299,7 +313,11 @@ def interpolate(
     description = f"{described} → {_name(dst)}"
     try:
         with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=description) as progress:
-            if fps is not None and interpolator.any_time:
+            if dedup and fps is None:
+                # --factor F with duplicates dropped: frames on the exact grid of F × the input's rate.
+                report = retime_video(src, dst, interpolator.at, lambda rate: multiplier * rate, options=options,
+                                      progress=progress)
+            elif fps is not None and interpolator.any_time:
                 report = retime_video(src, dst, interpolator.at, fps, options=options, progress=progress)
             else:
                 report = interpolate_video(src, dst, interpolator.midpoint, options=options, progress=progress)
