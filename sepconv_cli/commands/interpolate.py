@@ -6,21 +6,25 @@ import io
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
 import click
 
+from sepconv_cli.commands.batch import batch_progress
 from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
 from sepconv_cli.ext import OP_IMPLS
 from sepconv_cli.models.registry import MODELS, default_weights, load_weights
 from sepconv_cli.duplicates import DEFAULT_THRESHOLD as DEDUP_THRESHOLD
-from sepconv_cli.errors import InputError, OutputClosed
+from sepconv_cli.errors import DeviceError, InputError, OutputClosed, OutputError, SepconvError, WeightsError
 from sepconv_cli.images import IMAGE_SUFFIXES
 from sepconv_cli.pipeline import (
     Destination,
+    InterpolationReport,
     VideoOptions,
     check_paths,
     interpolate_video,
@@ -28,7 +32,14 @@ from sepconv_cli.pipeline import (
     retime_video,
 )
 from sepconv_cli.scenes import DEFAULT_THRESHOLD
-from sepconv_cli.sequences import DEFAULT_INPUT_RATE, DEFAULT_PATTERN, WRITABLE_SUFFIXES, ImageSequence, list_frames
+from sepconv_cli.sequences import (
+    DEFAULT_INPUT_RATE,
+    DEFAULT_PATTERN,
+    WRITABLE_SUFFIXES,
+    ImageSequence,
+    list_frames,
+    natural_key,
+)
 from sepconv_cli.video import PIPE_FORMATS, Pipe, probe
 
 DEFAULT_MODEL = "flowsep"
@@ -176,8 +187,207 @@ def stdin_stream() -> io.RawIOBase | BinaryIO:
     return io.FileIO(os.dup(fd), "rb")
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """The options every file of a run shares."""
+
+    fps: Fraction | None
+    factor: int
+    dedup: float | None
+    input_fps_given: bool
+    options: VideoOptions
+
+
+VIDEO_SUFFIXES = frozenset({
+    ".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
+    ".ogv", ".3gp", ".y4m", ".nut", ".mxf",
+})
+
+
+def _videos_in(folder: Path) -> list[Path]:
+    try:
+        files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    return sorted((p for p in files if p.suffix.lower() in VIDEO_SUFFIXES), key=lambda p: natural_key(p.name))
+
+
+def expand_sources(texts: tuple[str, ...], input_fps: Fraction) -> tuple[list[Path | ImageSequence], bool]:
+    """The inputs SOURCE... names and whether this is a batch (one output each): several
+    SOURCEs, or a folder holding videos rather than frames (its videos, in natural order)."""
+    inputs: list[Path | ImageSequence] = []
+    batch = len(texts) > 1
+    for text in texts:
+        path = Path(text)
+        if "%" not in path.name and path.is_dir() and not _has_images(path):
+            videos = _videos_in(path)
+            if not videos:
+                raise InputError(f"no frames or videos in the folder {path}")
+            inputs.extend(videos)
+            batch = True
+        else:
+            inputs.append(resolve_source(text, input_fps))
+    return inputs, batch
+
+
+def plan_outputs(
+    inputs: list[Path | ImageSequence | Pipe], output: str | None, batch: bool, factor: int, lossless: bool,
+    fps: Fraction | None, stream_format: str | None, ctx: click.Context,
+) -> list[tuple[Path | ImageSequence | Pipe, Destination]]:
+    """Each input with its output: the one OUT, or in a batch one per input in the folder
+    OUT (created if missing) or beside the input, named as the default output is."""
+    if not batch:
+        src = inputs[0]
+        if output == "-":
+            return [(src, Pipe(None, PIPE_FORMATS[stream_format or "y4m"], "stdout"))]
+        return [(src, resolve_output(output) if output is not None else default_output(src, factor, lossless, fps))]
+    folder: Path | None = None
+    if output is not None:
+        folder = Path(output)
+        if output == "-" or "%" in output or (folder.suffix and not folder.is_dir()):
+            raise OneLineUsageError(
+                f"--out {output}: several inputs need a folder for their outputs (e.g. --out done/)", ctx=ctx)
+        if folder.exists() and not folder.is_dir():
+            raise OneLineUsageError(f"--out {output} is a file; several inputs need a folder", ctx=ctx)
+    jobs = []
+    seen: dict[str, str] = {}
+    for src in inputs:
+        dst = default_output(src, factor, lossless, fps)
+        if folder is not None:
+            dst = folder / dst.name if isinstance(dst, Path) else ImageSequence(folder / dst.folder.name, dst.pattern)
+        key = str(Path(dst if isinstance(dst, Path) else dst.folder).absolute())
+        if key in seen:
+            raise OneLineUsageError(f"{seen[key]} and {_name(src)} would both be written to {key}", ctx=ctx)
+        seen[key] = _name(src)
+        jobs.append((src, dst))
+    return jobs
+
+
+def check_rate(src: Path | ImageSequence | Pipe, settings: RunSettings, interpolator: Interpolator,
+               ctx: click.Context) -> int:
+    """The factor a midpoint-only model uses for ``--fps`` (2, 4 or 8 × the input's rate),
+    else ``settings.factor``; a usage error when no factor gives that rate."""
+    fps = settings.fps
+    if fps is None or interpolator.any_time:
+        return settings.factor
+    name = getattr(interpolator.model, "name", None) or "this model"
+    if isinstance(src, Pipe):
+        raise OneLineUsageError(
+            f"--fps with {name}, which only predicts midpoints, needs the input's rate before reading it; "
+            "with SOURCE - use --factor 2, 4 or 8, or --model flowsep", ctx=ctx,
+        )
+    input_rate = src.rate if isinstance(src, ImageSequence) else probe(src).frame_rate
+    # A midpoint-only network can only halve intervals: 2, 4 or 8 × the input's rate.
+    multiplier = midpoint_factor(fps, input_rate)
+    if multiplier is None:
+        if input_rate:
+            rates = ", ".join(format_rate(input_rate * k) for k in (2, 4, 8))
+            can = f"{rates} fps (2, 4 or 8 × the input's {format_rate(input_rate)})"
+        else:
+            can = "2, 4 or 8 × the input's rate, which this file does not state"
+        raise OneLineUsageError(
+            f"--fps {format_rate(fps)}: {name} only predicts midpoints, so it can only make {can}; "
+            "use --model flowsep for any rate", ctx=ctx,
+        )
+    return multiplier
+
+
+def run_one(src: Path | ImageSequence | Pipe, dst: Destination, interpolator: Interpolator, settings: RunSettings,
+            progress: Callable[[int, int | None], None], multiplier: int | None = None) -> InterpolationReport:
+    """One input to one output with the model and settings of the run."""
+    options = settings.options
+    if multiplier is not None and multiplier != options.factor:
+        options = replace(options, factor=multiplier)
+    fps = settings.fps
+    if settings.dedup is not None and fps is None:
+        # --factor F with duplicates dropped: frames on the exact grid of F × the input's rate.
+        factor = options.factor
+        return retime_video(src, dst, interpolator.at, lambda rate: factor * rate, options=options, progress=progress)
+    if fps is not None and interpolator.any_time:
+        return retime_video(src, dst, interpolator.at, fps, options=options, progress=progress)
+    return interpolate_video(src, dst, interpolator.midpoint, options=options, progress=progress)
+
+
+def describe(src: Path | ImageSequence | Pipe, dst: Destination, settings: RunSettings) -> str:
+    described = _name(src)
+    if isinstance(src, ImageSequence):
+        # Frames carry no rate: say which one was assumed, so a wrong guess is noticed.
+        described += f" ({format_rate(src.rate)} fps{'' if settings.input_fps_given else ', --input-fps'})"
+    return f"{described} → {_name(dst)}"
+
+
+def report_line(report: InterpolationReport, src: Path | ImageSequence | Pipe, settings: RunSettings) -> str:
+    line = report.summary()
+    if isinstance(src, ImageSequence) and not settings.input_fps_given:
+        line += f" (frames taken as {format_rate(src.rate)} fps; set --input-fps)"
+    return line
+
+
+def _estimate(src: Path | ImageSequence | Pipe) -> int | None:
+    """Frames in ``src`` from its headers, for the batch's total (None: unknown or unreadable)."""
+    try:
+        if isinstance(src, ImageSequence):
+            return len(list_frames(src))
+        if isinstance(src, Path):
+            info = probe(src)
+            if info.frames:
+                return info.frames
+            if info.duration and info.frame_rate:
+                return max(2, round(info.duration * info.frame_rate))
+    except SepconvError:
+        pass
+    return None
+
+
+def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load: Callable[[], Interpolator],
+              settings: RunSettings, ctx: click.Context, *, quiet: bool, started: float) -> int:
+    """Run every job with one model; a failing file is reported and the rest go on.
+
+    Returns the exit code: 0 when every file succeeded, else the failures' code when
+    they share one, else 1. Ctrl-C stops the whole batch (files already done are kept).
+    """
+    names = [_name(src) for src, _ in jobs]
+    failures: list[tuple[str, int]] = []
+    interpolator: Interpolator | None = None
+    estimates = [_estimate(src) for src, _ in jobs]
+    with batch_progress(bars=sys.stderr.isatty(), names=names, estimates=estimates, quiet=quiet) as display:
+        for index, (src, dst) in enumerate(jobs):
+            display.start(index)
+            try:
+                check_paths(src, dst, settings.options.overwrite)
+                if interpolator is None:
+                    interpolator = load()  # once, and only when some file can be read
+                multiplier = check_rate(src, settings, interpolator, ctx)
+                report = run_one(src, dst, interpolator, settings, display.frames, multiplier)
+            except (SepconvError, click.ClickException) as error:
+                code = error.exit_code
+                message = error.format_message() if isinstance(error, click.ClickException) else str(error)
+                if isinstance(error, (WeightsError, DeviceError)):
+                    raise  # the model, not this file: every other file would fail the same way
+                if isinstance(error, click.UsageError) and "--dedup needs" in message:
+                    raise
+                failures.append((names[index], code))
+                display.finish(index, False, f"{names[index]}: error: {message}")
+                continue
+            except (ValueError, RuntimeError, OSError) as error:
+                # Unexpected in one file (a codec's own failure): still the others go on.
+                failures.append((names[index], 1))
+                display.finish(index, False, f"{names[index]}: error: {type(error).__name__}: {error}")
+                continue
+            display.finish(index, True, report_line(report, src, settings))
+        done = len(jobs) - len(failures)
+        line = f"{done} of {len(jobs)} files done"
+        if failures:
+            line += f", {len(failures)} failed: " + ", ".join(name for name, _ in failures)
+        display.note(f"{line}; {time.perf_counter() - started:.1f} s in all")
+    if not failures:
+        return 0
+    codes = {code for _, code in failures}
+    return codes.pop() if len(codes) == 1 else 1
+
+
 @click.command()
-@click.argument("source")
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @click.option("--out", "-o", "output", metavar="OUT",
               help="Output video, or frames: a folder or a pattern such as frames/%06d.png "
                    "[default: SOURCE.2x.ext (.4x, .8x, .60fps; .mkv with --lossless); frames: SOURCE.2x/].")
@@ -221,7 +431,7 @@ def stdin_stream() -> io.RawIOBase | BinaryIO:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def interpolate(
-    ctx: click.Context, source: str, output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
+    ctx: click.Context, sources: tuple[str, ...], output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
     precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
     scene_threshold: float, dedup: bool, dedup_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
     overwrite: bool, quiet: bool,
@@ -230,7 +440,9 @@ def interpolate(
 
     SOURCE is a video file, a folder of frames or a frame pattern (frames/%06d.png, played
     at --input-fps), or - for a y4m or NUT stream on stdin; OUT likewise a video file, a
-    folder or a pattern, or - for a stream on stdout (--format y4m or nut).
+    folder or a pattern, or - for a stream on stdout (--format y4m or nut). Several
+    SOURCEs, or a folder of videos, give one output each (in the folder --out DIR, else
+    beside each input); a file that fails is reported and the others still run.
     """
     started = time.perf_counter()
     silence_info(quiet)
@@ -241,7 +453,9 @@ def interpolate(
     if stream_format is not None and output != "-":
         raise OneLineUsageError("--format is for a stream on stdout (--out -); a file's extension sets its format",
                                 ctx=ctx)
-    if source == "-" and output is None:
+    if "-" in sources and len(sources) > 1:
+        raise OneLineUsageError("SOURCE - (stdin) cannot be combined with other sources", ctx=ctx)
+    if sources == ("-",) and output is None:
         raise OneLineUsageError("SOURCE - (stdin) needs --out: a file, frames, or - for stdout", ctx=ctx)
     if output == "-":
         stream_format = stream_format or "y4m"
@@ -249,89 +463,81 @@ def interpolate(
             codec = "rawvideo"  # a pipe's reader wants frames, not another round of compression
         elif stream_format == "y4m" and codec != "rawvideo":
             raise OneLineUsageError(f"--codec {codec}: a y4m stream holds raw frames only; use --format nut", ctx=ctx)
-    src = Pipe(stdin_stream(), None, "stdin") if source == "-" else resolve_source(source, input_fps or DEFAULT_INPUT_RATE)
-    if input_fps is not None and not isinstance(src, ImageSequence):
+    if sources == ("-",):
+        inputs: list[Path | ImageSequence | Pipe] = [Pipe(stdin_stream(), None, "stdin")]
+        batch = False
+    else:
+        inputs, batch = expand_sources(sources, input_fps or DEFAULT_INPUT_RATE)
+    if input_fps is not None and not any(isinstance(src, ImageSequence) for src in inputs):
         raise OneLineUsageError(
             "--input-fps is for image sequences; a video states its own frame rate", ctx=ctx)
-    if output == "-":
-        dst: Destination = Pipe(None, PIPE_FORMATS[stream_format], "stdout")
-    else:
-        dst = resolve_output(output) if output is not None else default_output(src, int(factor), lossless, fps)
-    # Fail on a typo in a path before spending seconds loading a network.
-    check_paths(src, dst, overwrite)
-    if isinstance(src, Pipe):
-        input_rate = None  # the stream can be read only once: its rate is known when the run reads it
-    else:
-        input_rate = src.rate if isinstance(src, ImageSequence) else probe(src).frame_rate
-    if weights is not None:
-        # A weights file names its network: use it, unless --model asks for a particular one.
-        network = load_weights(weights, model=model if "model" in given else None)
-    else:
-        network = load_weights(default_weights(model), model=model)
-    interpolator = Interpolator(
-        network, device=device, precision=precision, op_impl=op_impl,
-        tiling=Tiling(tile=tile, context=Tiling.context, max_pixels=max_pixels),
+    jobs = plan_outputs(inputs, output, batch, int(factor), lossless, fps, stream_format, ctx)
+
+    settings = RunSettings(
+        fps=fps, factor=int(factor), dedup=dedup_threshold if dedup else None, input_fps_given=input_fps is not None,
+        options=VideoOptions(
+            factor=int(factor), codec=codec, crf=crf, preset=preset, lossless=lossless,
+            overwrite=overwrite, scene_threshold=scene_threshold, batch_size=batch_size,
+            dedup=dedup_threshold if dedup else None,
+        ),
     )
-    multiplier = int(factor)
-    if fps is not None and not interpolator.any_time:
-        # A midpoint-only network can only halve intervals: 2, 4 or 8 × the input's rate.
-        multiplier = midpoint_factor(fps, input_rate)
-        if multiplier is None:
-            name = getattr(network, "name", model)
-            if input_rate is None:
-                raise OneLineUsageError(
-                    f"--fps with {name}, which only predicts midpoints, needs the input's rate before reading it; "
-                    "with SOURCE - use --factor 2, 4 or 8, or --model flowsep", ctx=ctx,
-                )
-            if input_rate:
-                rates = ", ".join(format_rate(input_rate * k) for k in (2, 4, 8))
-                can = f"{rates} fps (2, 4 or 8 × the input's {format_rate(input_rate)})"
-            else:
-                can = "2, 4 or 8 × the input's rate, which this file does not state"
-            raise OneLineUsageError(
-                f"--fps {format_rate(fps)}: {name} only predicts midpoints, so it can only make {can}; "
-                "use --model flowsep for any rate", ctx=ctx,
-            )
-    if dedup and not interpolator.any_time:
-        raise OneLineUsageError(
-            f"--dedup needs a model that predicts any time (new frames fall at uneven fractions between the "
-            f"distinct frames); {getattr(network, 'name', model)} only predicts midpoints: use --model flowsep",
-            ctx=ctx,
+
+    def load() -> Interpolator:
+        if weights is not None:
+            # A weights file names its network: use it, unless --model asks for a particular one.
+            network = load_weights(weights, model=model if "model" in given else None)
+        else:
+            network = load_weights(default_weights(model), model=model)
+        interpolator = Interpolator(
+            network, device=device, precision=precision, op_impl=op_impl,
+            tiling=Tiling(tile=tile, context=Tiling.context, max_pixels=max_pixels),
         )
-    options = VideoOptions(
-        factor=multiplier, codec=codec, crf=crf, preset=preset, lossless=lossless,
-        overwrite=overwrite, scene_threshold=scene_threshold, batch_size=batch_size,
-        dedup=dedup_threshold if dedup else None,
-    )
-    if isinstance(dst, Pipe):
-        # From here on nothing but the stream may reach stdout.
-        dst = Pipe(stdout_stream(), dst.format, dst.name)
-    described = _name(src)
-    if isinstance(src, ImageSequence):
-        # Frames carry no rate: say which one was assumed, so a wrong guess is noticed.
-        described += f" ({format_rate(src.rate)} fps{'' if input_fps else ', --input-fps'})"
-    description = f"{described} → {_name(dst)}"
-    try:
-        with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=description) as progress:
-            if dedup and fps is None:
-                # --factor F with duplicates dropped: frames on the exact grid of F × the input's rate.
-                report = retime_video(src, dst, interpolator.at, lambda rate: multiplier * rate, options=options,
-                                      progress=progress)
-            elif fps is not None and interpolator.any_time:
-                report = retime_video(src, dst, interpolator.at, fps, options=options, progress=progress)
-            else:
-                report = interpolate_video(src, dst, interpolator.midpoint, options=options, progress=progress)
-    except OutputClosed as closed:
-        # The reader took what it wanted (``| head``, ``ffmpeg -frames:v N``): not a failure.
+        if dedup and not interpolator.any_time:
+            raise OneLineUsageError(
+                f"--dedup needs a model that predicts any time (new frames fall at uneven fractions between the "
+                f"distinct frames); {getattr(network, 'name', model)} only predicts midpoints: use --model flowsep",
+                ctx=ctx,
+            )
+        return interpolator
+
+    if not batch:
+        src, dst = jobs[0]
+        # Fail on a typo in a path before spending seconds loading a network.
+        check_paths(src, dst, overwrite)
+        interpolator = load()
+        multiplier = check_rate(src, settings, interpolator, ctx)
+        if isinstance(dst, Pipe):
+            # From here on nothing but the stream may reach stdout.
+            dst = Pipe(stdout_stream(), dst.format, dst.name)
+        try:
+            with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=describe(src, dst, settings)) as progress:
+                report = run_one(src, dst, interpolator, settings, progress, multiplier)
+        except OutputClosed as closed:
+            # The reader took what it wanted (``| head``, ``ffmpeg -frames:v N``): not a failure.
+            if not quiet:
+                click.echo(f"note: {closed}; stopped", err=True)
+            return
+        finally:
+            if isinstance(dst, Pipe) and isinstance(dst.file, _FdWriter):
+                dst.file.close()  # our own descriptor; a borrowed stream stays open
         if not quiet:
-            click.echo(f"note: {closed}; stopped", err=True)
+            click.echo(f"{report_line(report, src, settings)} on {interpolator.device} "
+                       f"({time.perf_counter() - started:.1f} s in all)", err=True)
         return
+
+    made: Path | None = None
+    if output is not None and not Path(output).exists():
+        # The outputs' folder, made now so each file's checks pass; removed again if
+        # nothing was written into it.
+        try:
+            Path(output).mkdir()
+        except OSError as exc:
+            raise OutputError(f"cannot create the output folder {output}: {exc.strerror or exc}") from None
+        made = Path(output)
+    try:
+        code = run_batch(jobs, load, settings, ctx, quiet=quiet, started=started)
     finally:
-        if isinstance(dst, Pipe) and isinstance(dst.file, _FdWriter):
-            dst.file.close()  # our own descriptor; a borrowed stream stays open
-    if not quiet:
-        assumed = ""
-        if isinstance(src, ImageSequence) and input_fps is None:
-            assumed = f" (frames taken as {format_rate(src.rate)} fps; set --input-fps)"
-        click.echo(f"{report.summary()} on {interpolator.device} ({time.perf_counter() - started:.1f} s in all){assumed}",
-                   err=True)
+        if made is not None and not any(made.iterdir()):
+            made.rmdir()
+    if code:
+        ctx.exit(code)
