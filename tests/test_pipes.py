@@ -222,3 +222,22 @@ def test_ctrl_c_while_waiting_for_stdin_exits_130(flowsep_weights: Path) -> None
     assert stderr == "error: interrupted\n"
     assert time.monotonic() - started_at < 60
     assert bytes(got).startswith(b"YUV4MPEG2")
+
+
+def test_nothing_but_the_stream_reaches_stdout(tmp_path: Path, flowsep_weights: Path) -> None:
+    # Something in the process prints to stdout while the stream is written (here at exit,
+    # from a site hook): it must land on stderr, not inside the stream.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import atexit, sys\natexit.register(lambda: print('stray text on stdout', flush=True))\n"
+    )
+    data, originals = stream_bytes("y4m", frames=3)
+    result = subprocess.run(
+        command("-", "--out", "-", "--weights", flowsep_weights),
+        input=data, capture_output=True, timeout=300, cwd=ROOT,
+        env={**env(), "PYTHONPATH": f"{hooks}{os.pathsep}{ROOT}"},
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"stray" not in result.stdout and "stray text on stdout" in result.stderr.decode()
+    assert len(decode(result.stdout)) == 6

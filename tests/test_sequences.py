@@ -194,3 +194,30 @@ def test_bad_frame_options_are_usage_errors(tmp_path: Path, flowsep_weights: Pat
     write_frames(tmp_path / "in", 2)
     code, output = run("interpolate", tmp_path / "in", *[a.format(tmp=tmp_path) for a in args], "--weights", flowsep_weights)
     assert code == 2 and output.startswith("error: ") and message in output and output.count("\n") == 1
+
+
+def test_ctrl_c_while_writing_frames_exits_130_and_leaves_no_folder(tmp_path: Path, flowsep_weights: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    video = make_video(tmp_path / "long.mp4", frames=300, width=128, height=96, audio=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sepconv_cli", "interpolate", str(video), "--out", str(tmp_path / "frames/"),
+         "--factor", "8", "--weights", str(flowsep_weights)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)},
+    )
+    deadline = time.monotonic() + 120
+    # Interrupt once frames are being written into the temporary folder.
+    while not any(p.is_dir() and any(p.iterdir()) for p in tmp_path.glob(".frames.partial-*")):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert proc.stderr.read().decode() == "error: interrupted\n"
+    assert not (tmp_path / "frames").exists() and not list(tmp_path.glob(".*partial*"))

@@ -504,11 +504,12 @@ def interpolate(
         src, dst = jobs[0]
         # Fail on a typo in a path before spending seconds loading a network.
         check_paths(src, dst, overwrite)
+        if isinstance(dst, Pipe):
+            # From here on nothing but the stream may reach stdout (not even the messages
+            # of a kernel built while the model loads).
+            dst = Pipe(stdout_stream(), dst.format, dst.name)
         interpolator = load()
         multiplier = check_rate(src, settings, interpolator, ctx)
-        if isinstance(dst, Pipe):
-            # From here on nothing but the stream may reach stdout.
-            dst = Pipe(stdout_stream(), dst.format, dst.name)
         try:
             with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=describe(src, dst, settings)) as progress:
                 report = run_one(src, dst, interpolator, settings, progress, multiplier)
