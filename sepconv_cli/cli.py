@@ -8,16 +8,38 @@ errors into one line on stderr with a distinct exit code (see ``errors.py``).
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
+import threading
 import warnings
 
-import click
 
-from sepconv_cli import __version__
-from sepconv_cli.commands.evaluate import evaluate
-from sepconv_cli.commands.interpolate import interpolate
-from sepconv_cli.commands.prepare import prepare
-from sepconv_cli.commands.train import train
-from sepconv_cli.errors import Interrupted, SepconvError
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    # Nothing is written yet, so there is nothing to clean up: say so and leave without
+    # the traceback of whatever module (torch, a few seconds) was being imported.
+    sys.stderr.write("error: interrupted\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+# Only the main thread may set handlers (a test runner may import this from another).
+_starting = threading.current_thread() is threading.main_thread()
+if _starting:
+    _default_sigint = signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import click  # noqa: E402 - after the start-up Ctrl-C handler, on purpose
+
+from sepconv_cli import __version__  # noqa: E402
+from sepconv_cli.commands.evaluate import evaluate  # noqa: E402
+from sepconv_cli.commands.interpolate import interpolate  # noqa: E402
+from sepconv_cli.commands.prepare import prepare  # noqa: E402
+from sepconv_cli.commands.train import train  # noqa: E402
+from sepconv_cli.errors import Interrupted, SepconvError  # noqa: E402
+
+if _starting:
+    # From here on Ctrl-C is KeyboardInterrupt again (or whatever handler was there).
+    signal.signal(signal.SIGINT, _default_sigint if _default_sigint is not None else signal.default_int_handler)
 
 
 class UserError(click.ClickException):

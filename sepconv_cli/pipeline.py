@@ -791,7 +791,8 @@ class _PipeSink:
             )
         self.writer = VideoWriter(
             Path(self.dst.name), info, rate=rate, time_base=time_base, codec=options.codec, crf=options.crf,
-            preset=options.preset, lossless=options.lossless, codec_options=options.codec_options,
+            # y4m's raw frames are lossless already (and FFV1 would not fit in it).
+            preset=options.preset, lossless=options.lossless and not y4m, codec_options=options.codec_options,
             copy_streams=copy_streams and not y4m, pix_fmt=pix_fmt, display_name=self.dst.name,
             file=self.dst.file, format=self.dst.format,
         )

@@ -241,3 +241,18 @@ def test_nothing_but_the_stream_reaches_stdout(tmp_path: Path, flowsep_weights: 
     assert result.returncode == 0, result.stderr.decode()
     assert b"stray" not in result.stdout and "stray text on stdout" in result.stderr.decode()
     assert len(decode(result.stdout)) == 6
+
+
+@pytest.mark.parametrize("after_s", [0.5, 1.5])
+def test_ctrl_c_while_starting_up_is_one_line_and_130(tmp_path: Path, flowsep_weights: Path, after_s: float) -> None:
+    # Early (importing torch) or later (loading, running): the same answer either way.
+    video = make_video(tmp_path / "v.mp4", frames=200, width=128, height=96, audio=False)
+    proc = subprocess.Popen(
+        command(video, "--out", tmp_path / "o.mp4", "--factor", "8", "--weights", flowsep_weights),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT,
+    )
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert proc.stderr.read().decode() == "error: interrupted\n"
+    assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob(".*partial*"))
