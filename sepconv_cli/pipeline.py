@@ -783,10 +783,9 @@ class _PipeSink:
             # y4m holds YUV and grey only: keep the input's format where it can, else 4:4:4.
             source = "yuv" + info.pix_fmt[4:] if info.pix_fmt.startswith("yuvj") else info.pix_fmt
             pix_fmt = source if source in Y4M_PIX_FMTS else ("yuv444p16le" if info.bit_depth > 8 else "yuv444p")
-        if info.audio_streams and (y4m or not copy_streams):
+        if info.audio_streams and y4m and copy_streams:
             warnings.warn(
-                f"{info.audio_streams} audio stream(s) not written: "
-                + ("a y4m stream holds no sound (use --format nut)" if y4m else "audio is not read from a pipe"),
+                f"{info.audio_streams} audio stream(s) not written: a y4m stream holds no sound (use --format nut)",
                 VideoWarning, stacklevel=4,
             )
         self.writer = VideoWriter(
@@ -871,6 +870,11 @@ def _process(
     # Audio and subtitles are copied from a second reading of a video file; a pipe
     # cannot be read twice and an image sequence has none.
     copy_streams = isinstance(src, (str, Path))
+    if isinstance(src, Pipe) and info.audio_streams:
+        warnings.warn(
+            f"{info.audio_streams} audio stream(s) in {src.name} not written: a stream is read once, for its video",
+            VideoWarning, stacklevel=3,
+        )
     # Image files are written from RGB; video encoders take the decoded frames themselves.
     keep_source = not isinstance(sink, _FolderSink)
     dedup = DuplicateFilter(options.dedup) if options.dedup is not None else None
