@@ -22,6 +22,7 @@ from rich.progress import Progress
 from sepconv_cli.cli import cli
 from sepconv_cli.commands.batch import BatchBars
 from sepconv_cli.models import build_model, save_weights
+from tests.interrupts import interrupted_cleanly
 from tests.media import make_video, texture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,5 +177,17 @@ def test_ctrl_c_stops_the_whole_batch_with_130(tmp_path: Path, flowsep_weights: 
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
-    assert proc.stderr.read().decode() == "error: interrupted\n"
+    assert interrupted_cleanly(proc.stderr.read().decode())
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_frame_folder_with_a_gap_fails_alone(tmp_path: Path, flowsep_weights: Path) -> None:
+    video = make_video(tmp_path / "clip.mp4", frames=3, audio=False)
+    shot = tmp_path / "shot"
+    shot.mkdir()
+    for i in (1, 2, 4):
+        cv2.imwrite(str(shot / f"{i:04d}.png"), texture(i, 64, 48)[:, :, ::-1])
+    code, output = run("interpolate", shot, video, "--out", tmp_path / "out", "--weights", flowsep_weights)
+    assert code == 3, output
+    assert "shot: error: " in output and "frame 3 missing" in output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip.2x.mp4"]

@@ -88,7 +88,10 @@ def default_output(source: Path | ImageSequence, factor: int, lossless: bool, fp
         folder = source.folder.resolve()
         pattern = source.pattern
         if pattern is None:
-            suffix = list_frames(source)[0].suffix.lower()
+            try:
+                suffix = list_frames(source)[0].suffix.lower()
+            except InputError:
+                suffix = ".png"  # the run itself reports what is wrong with the frames
             # JPEG in: PNG out, so the new frames are not compressed a second time.
             pattern = DEFAULT_PATTERN if suffix not in WRITABLE_SUFFIXES or suffix in (".jpg", ".jpeg") \
                 else DEFAULT_PATTERN.replace(".png", suffix)
@@ -122,7 +125,10 @@ def resolve_output(text: str) -> Destination:
     ending in a slash, or a name without an extension), or a video file."""
     path = Path(text)
     if "%" in path.name or "%" in str(path.parent):
-        return ImageSequence.parse(text)
+        try:
+            return ImageSequence.parse(text)
+        except InputError as error:
+            raise OneLineUsageError(f"--out {text}: {error}") from None
     if text.endswith(("/", "\\")) or path.is_dir() or not path.suffix:
         return ImageSequence(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
