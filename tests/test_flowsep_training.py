@@ -93,6 +93,17 @@ def test_scene_dataset_gives_times_and_mixes_with_footage(photos: Path, tmp_path
     assert len(mixed) == 12
     assert torch.equal(mixed[1][0], footage[0][0]) and float(mixed[1][1]) in (0.5,)
     assert torch.equal(mixed[3][0], footage[1][0]) and torch.equal(mixed[5][0], footage[0][0])
+    # A longer footage set is walked through across epochs, not cut to its first items.
+    long_footage = TripletDataset(PatchCache(make_cache(tmp_path / "long", units=2, per_unit=10)), crop=32,
+                                  augmented=False)
+    items = [long_footage[j] for j in range(20)]
+    mixed = MixedDataset([scenes, long_footage])
+    seen = set()
+    for epoch in range(4):  # 6 footage items an epoch
+        mixed.set_epoch(epoch)
+        for i in range(1, len(mixed), 2):
+            seen.add(next(j for j, item in enumerate(items) if torch.equal(mixed[i], item)))
+    assert seen == set(range(20))
 
 
 def test_train_flowsep_on_scenes_mixed_with_footage(photos: Path, tmp_path: Path) -> None:

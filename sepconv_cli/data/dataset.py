@@ -205,15 +205,21 @@ def split_cache(cache: PatchCache, fraction: float, seed: int = 0, limit: int | 
 
 
 class MixedDataset(Dataset):
-    """Items alternate between ``datasets`` (round robin): the first sets the length
-    (``len(datasets) * len(first)``), shorter ones repeat, so each gives an equal share."""
+    """Items alternate between ``datasets`` (round robin), an equal share each.
+
+    The first dataset sets the epoch's length (``len(datasets) * len(first)``); the others
+    contribute as many items, and where one is longer its window moves on every epoch
+    (``set_epoch``), so over enough epochs all of it is used; where shorter, it repeats.
+    """
 
     def __init__(self, datasets: Sequence[Dataset]) -> None:
         if not datasets or any(len(d) == 0 for d in datasets):
             raise InputError("every dataset to mix needs at least one item")
         self.datasets = list(datasets)
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
         for dataset in self.datasets:
             dataset.set_epoch(epoch)
 
@@ -221,5 +227,6 @@ class MixedDataset(Dataset):
         return len(self.datasets) * len(self.datasets[0])
 
     def __getitem__(self, i: int):  # noqa: ANN204 - whatever the mixed datasets yield
-        dataset = self.datasets[i % len(self.datasets)]
-        return dataset[(i // len(self.datasets)) % len(dataset)]
+        k = len(self.datasets)
+        dataset = self.datasets[i % k]
+        return dataset[(self.epoch * len(self.datasets[0]) + i // k) % len(dataset)]
