@@ -119,9 +119,12 @@ from sepconv_cli.video import (
 
 __all__ = [
     "FRAME_COUNT_NOTE",
+    "Destination",
     "ImageSequence",
+    "Link",
     "Pipe",
     "RATE_NOTE",
+    "Source",
     "InterpolationReport",
     "VideoOptions",
     "check_paths",
