@@ -242,3 +242,17 @@ def test_cli_user_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert result.exit_code == InputError.exit_code and "error: nowhere does not exist" in result.output
     result = runner.invoke(cli, ["prepare"])
     assert result.exit_code == 2 and "SOURCE or --synthetic" in result.output
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sepconv_cli.cli import cli
+    import sepconv_cli.commands.prepare as command
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "prepare_frames", interrupted)
+    (tmp_path / "frames").mkdir()
+    result = CliRunner().invoke(cli, ["prepare", str(tmp_path / "frames"), "--out", str(tmp_path / "cache")])
+    assert result.exit_code == 130
+    assert "interrupted; finished shards are kept in" in result.output and "Aborted" not in result.output

@@ -12,7 +12,7 @@ import click
 from sepconv_cli.commands.progress import frame_progress
 from sepconv_cli.data.cache import default_cache_dir
 from sepconv_cli.data.prepare import PrepareSummary, SelectionParams, prepare_frames, prepare_synthetic
-from sepconv_cli.errors import SepconvError
+from sepconv_cli.errors import Interrupted
 
 MAX_NOTES = 8
 
@@ -72,7 +72,7 @@ def prepare(
                 params = SelectionParams(size=size, patches=patches, stride=stride, seed=seed)
                 summary = prepare_frames(source, out, params, workers=workers, progress=progress)
     except KeyboardInterrupt:
-        raise SepconvError(f"interrupted; finished shards are kept in {out}: run the same command again to resume") from None
+        raise Interrupted(f"interrupted; finished shards are kept in {out}: run the same command again to resume") from None
     if not quiet:
         click.echo(format_summary(summary, time.perf_counter() - started), err=True)
 
