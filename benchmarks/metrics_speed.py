@@ -27,47 +27,14 @@ import click
 import cv2
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sepconv_cli.metrics import frame_psnr, frame_ssim  # noqa: E402
+from sepconv_cli.metrics import frame_psnr, frame_ssim, psnr, ssim  # noqa: E402
 from tests.media import texture  # noqa: E402
 
 
-# --- the implementations ``eval`` used before (sepconv_cli/metrics.py at commit 9b7ac8d) -----
-
-
-def old_gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    x = torch.arange(size, dtype=dtype) - (size - 1) / 2
-    window = torch.exp(-(x**2) / (2 * sigma**2))
-    return window / window.sum()
-
-
-def old_ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, window: int = 11,
-             sigma: float = 1.5) -> torch.Tensor:
-    dtype = prediction.dtype if prediction.is_floating_point() else torch.float64
-    x, y = prediction.to(dtype), target.to(dtype)
-    channels = x.shape[1]
-    g = old_gaussian_window(window, sigma, dtype).to(x.device)
-    vertical = g.view(1, 1, window, 1).expand(channels, 1, window, 1)
-    horizontal = g.view(1, 1, 1, window).expand(channels, 1, 1, window)
-
-    def blur(image: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(image, vertical, groups=channels), horizontal, groups=channels)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    sigma_x = blur(x * x) - mu_x**2
-    sigma_y = blur(y * y) - mu_y**2
-    sigma_xy = blur(x * y) - mu_x * mu_y
-    score = ((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2))
-    return score.flatten(1).mean(1)
-
-
-def old_psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    mse = (prediction.double() - target.double()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(data_range**2 / mse)
+# --- the implementations ``eval`` used before: float64 PyTorch, still in metrics.py (training uses them)
 
 
 def old_frame(metric: Callable[..., torch.Tensor]) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -103,9 +70,9 @@ def main(size: str, runs: int, threads: int | None) -> None:
     noise = np.random.default_rng(0).integers(-12, 13, truth.shape)
     prediction = np.clip(truth.astype(np.int64) + noise, 0, 255).astype(np.uint8)
     contenders: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-        "SSIM old (torch float64 conv2d)": old_frame(old_ssim),
+        "SSIM old (torch float64 conv2d)": old_frame(ssim),
         "SSIM new (frame_ssim, OpenCV float32)": frame_ssim,
-        "PSNR old (torch float64)": old_frame(old_psnr),
+        "PSNR old (torch float64)": old_frame(psnr),
         "PSNR new (frame_psnr, cv2.norm)": frame_psnr,
     }
     for function in contenders.values():  # warm-up: first-call allocations, OpenCV's thread pool

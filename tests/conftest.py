@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from sepconv_cli.models.registry import build_model
+from sepconv_cli.models.registry import build_model, save_weights
 
 # Tiny networks keep the suite to seconds on two CPU cores; the architecture, padding
 # and synthesis code paths are the same as the full 21.7 M-parameter model's.
@@ -40,3 +41,12 @@ TINY_DSEPCONV = {"kernel_size": 3, "channels": [4, 4, 8, 8, 8]}
 def tiny_dsepconv() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model("dsepconv", TINY_DSEPCONV).eval()
+
+
+@pytest.fixture(scope="session")
+def flowsep_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained flowsep's weights file: the optical-flow baseline, real motion with no training."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "flowsep.pt"
+    save_weights(build_model("flowsep", {"channels": [4, 8, 8, 8]}), path)
+    return path

@@ -14,26 +14,17 @@ from pathlib import Path
 import av
 import cv2
 import pytest
-import torch
 from click.testing import CliRunner
 from rich.console import Console
 from rich.progress import Progress
 
 from sepconv_cli.cli import cli
 from sepconv_cli.commands.batch import BatchBars
-from sepconv_cli.models import build_model, save_weights
 from tests.interrupts import interrupted_cleanly
 from tests.media import make_video, texture
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def flowsep_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "flowsep.pt"
-    save_weights(build_model("flowsep", {"channels": [4, 8, 8, 8]}), path)
-    return path
 
 
 def run(*args: object) -> tuple[int, str]:

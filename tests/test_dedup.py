@@ -28,13 +28,6 @@ from tests.media import decode_rgb, texture
 W, H, BOX = 96, 64, 16
 
 
-@pytest.fixture(scope="module")
-def flowsep_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "flowsep.pt"
-    save_weights(build_model("flowsep", {"channels": [4, 8, 8, 8]}), path)
-    return path
-
 
 def picture(x: float) -> np.ndarray:
     """The warm background with a cool textured square whose left edge is at ``x``."""

@@ -20,24 +20,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from sepconv_cli.cli import cli
-from sepconv_cli.models import build_model, save_weights
 from tests.interrupts import interrupted_cleanly
 from tests.media import make_video, texture
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPE_FORMATS = {"y4m": "yuv4mpegpipe", "nut": "nut"}
 
-
-@pytest.fixture(scope="module")
-def flowsep_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "flowsep.pt"
-    save_weights(build_model("flowsep", {"channels": [4, 8, 8, 8]}), path)
-    return path
 
 
 def stream_bytes(fmt: str, frames: int = 8, width: int = 64, height: int = 48, rate: int = 25) -> tuple[bytes, list[np.ndarray]]:

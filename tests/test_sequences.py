@@ -15,20 +15,11 @@ from click.testing import CliRunner
 
 from sepconv_cli.cli import cli
 from sepconv_cli.errors import InputError
-from sepconv_cli.models import build_model, save_weights
 from sepconv_cli.pipeline import interpolate_video
 from sepconv_cli.sequences import ImageSequence, SequenceReader, list_frames, natural_key
 from tests.interrupts import interrupted_cleanly
 from tests.media import decode_rgb, make_video, texture
 
-
-@pytest.fixture(scope="module")
-def flowsep_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Untrained flowsep is the optical-flow baseline: real motion, no training needed.
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "flowsep.pt"
-    save_weights(build_model("flowsep", {"channels": [4, 8, 8, 8]}), path)
-    return path
 
 
 def write_frames(folder: Path, count: int, *, deep: bool = False, names: str = "{:06d}.png", start: int = 1) -> list[np.ndarray]:
