@@ -1055,6 +1055,10 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, *, resume: boo
                 failure = SepconvError("another training process failed to start (see its message)")
         if failure is not None:
             raise failure
-        return trainer.run()
+        result = trainer.run()
+        # Rank 0 still writes the final files while the others are done: tearing the gloo
+        # group down under it made rank 0 abort at exit now and then ("terminate called").
+        env.barrier()
+        return result
     finally:
         env.close()
