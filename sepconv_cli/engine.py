@@ -157,12 +157,13 @@ class Interpolator:
         height, width = frame1.shape[-2:]
         # Statistics (and the flow) of the whole frame, so every tile is treated alike.
         # (flowsep normalises nothing: its inputs are frames and flow, so it skips them)
-        stats = None if getattr(self.model, "needs_flow", False) else joint_normalisation(frame1, frame2)
+        needs_flow = bool(getattr(self.model, "needs_flow", False))
+        stats = None if needs_flow else joint_normalisation(frame1, frame2)
         extra: dict[str, object] = {}
         context = self._pad_context
         if self.any_time:
             extra["t"] = times.to(self.device).expand(frame1.shape[0]) if times.numel() == 1 else times.to(self.device)
-        if getattr(self.model, "needs_flow", False):
+        if needs_flow:
             f01, f10 = _pair_flows(frame1, frame2)
             extra["flows"] = (f01, f10)
             reach = float(torch.cat([f01, f10], 1).abs().amax()) if f01.numel() else 0.0

@@ -86,6 +86,14 @@ class KernelSubnet(nn.Sequential):
         super().__init__(*layers)
 
 
+def deformable_kernel_sum(vertical: torch.Tensor, horizontal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ_ij v_i·h_j·m_ij per pixel, (B, 1, H, W): what a deformable separable convolution
+    gives for an all-ones frame. ``vertical``/``horizontal`` (B, n, H, W), ``mask`` (B, n², H, W)."""
+    b, n, h, w = vertical.shape
+    taps = vertical.unsqueeze(2) * horizontal.unsqueeze(1) * mask.view(b, n, n, h, w)
+    return taps.sum(dim=(1, 2)).unsqueeze(1)
+
+
 def joint_normalisation(frame1: torch.Tensor, frame2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and std over both frames (SepConv++ §3.2), shapes (B, C, 1, 1)."""
     both = torch.cat([frame1, frame2], dim=3)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sepconv_cli.ext import deformable_separable_conv
-from sepconv_cli.models.blocks import KernelSubnet, UNet, check_frame_pair, joint_normalisation
+from sepconv_cli.models.blocks import KernelSubnet, UNet, check_frame_pair, deformable_kernel_sum, joint_normalisation
 
 Stats = tuple[torch.Tensor, torch.Tensor]
 
@@ -79,16 +79,9 @@ class DSepConv(nn.Module):
             frame2, v2, h2, dy2, dx2, m2
         )
         if self.config.kernel_normalisation:
-            weight = self._kernel_sum(v1, h1, m1) + self._kernel_sum(v2, h2, m2)
+            weight = deformable_kernel_sum(v1, h1, m1) + deformable_kernel_sum(v2, h2, m2)
             weight = torch.where(weight.abs() < 0.01, torch.ones_like(weight), weight)
             output = output / weight
         if self.config.input_normalisation:
             output = output * std + mean
         return output
-
-    @staticmethod
-    def _kernel_sum(vertical: torch.Tensor, horizontal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Σ_ij v_i·h_j·m_ij per pixel, (B, 1, H, W): what an all-ones frame would give."""
-        b, n, h, w = vertical.shape
-        taps = vertical.unsqueeze(2) * horizontal.unsqueeze(1) * mask.view(b, n, n, h, w)
-        return taps.sum(dim=(1, 2)).unsqueeze(1)

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from sepconv_cli.ext import deformable_separable_conv
 from sepconv_cli.flow import FlowPrior, flow_prior, splat
-from sepconv_cli.models.blocks import check_frame_pair
+from sepconv_cli.models.blocks import check_frame_pair, deformable_kernel_sum
 
 # Share of the splat candidate in the untrained blend: small enough that the network
 # starts at the flow baseline (< 0.01 dB away), large enough to pass a gradient.
@@ -169,8 +169,7 @@ class FlowSep(nn.Module):
         offset_x = flow[:, 0:1] + residual[:, 2 * n + nn_ : 2 * n + 2 * nn_]
         mask = 2 * torch.sigmoid(residual[:, 2 * n + 2 * nn_ :])
         output = deformable_separable_conv(frame, vertical, horizontal, offset_y, offset_x, mask)
-        taps = vertical.unsqueeze(2) * horizontal.unsqueeze(1) * mask.view(mask.shape[0], n, n, *mask.shape[-2:])
-        total = taps.sum(dim=(1, 2)).unsqueeze(1)
+        total = deformable_kernel_sum(vertical, horizontal, mask)
         # Kernels that sum to ~0 would blow up; there the unnormalised sum is kept.
         total = torch.where(total.abs() < 0.01, torch.ones_like(total), total)
         return output / total
