@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -20,7 +18,7 @@ from rich.progress import Progress
 
 from sepconv_cli.cli import cli
 from sepconv_cli.commands.batch import BatchBars
-from tests.interrupts import interrupted_cleanly
+from tests.interrupts import interrupt_when, interrupted_cleanly
 from tests.media import make_video, texture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,14 +159,9 @@ def test_ctrl_c_stops_the_whole_batch_with_130(tmp_path: Path, flowsep_weights: 
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
     )
-    deadline = time.monotonic() + 120
-    while not (out.exists() and any(out.glob(".*partial*"))):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 130
-    assert interrupted_cleanly(proc.stderr.read().decode())
+    code, stderr = interrupt_when(proc, lambda: out.exists() and any(out.glob(".*partial*")))
+    assert code == 130
+    assert interrupted_cleanly(stderr)
     assert not out.exists() or not list(out.iterdir())
 
 

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from sepconv_cli.cli import cli
-from tests.interrupts import interrupted_cleanly
+from tests.interrupts import interrupt_when, interrupted_cleanly
 from tests.media import make_video, texture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,17 +151,6 @@ def test_pipe_usage_errors(tmp_path: Path, flowsep_weights: Path, args: list[str
     assert result.output.startswith("error: ") and message in result.output and result.output.count("\n") == 1
 
 
-def _interrupt(proc: subprocess.Popen, ready) -> tuple[int, str]:  # noqa: ANN001 - a predicate
-    deadline = time.monotonic() + 120
-    while not ready():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    code = proc.wait(timeout=30)
-    return code, proc.stderr.read().decode()
-
-
 def test_ctrl_c_exits_130_and_leaves_no_output(tmp_path: Path, flowsep_weights: Path) -> None:
     video = make_video(tmp_path / "long.mp4", frames=300, width=128, height=96, audio=False)
     out = tmp_path / "out.mp4"
@@ -170,7 +159,7 @@ def test_ctrl_c_exits_130_and_leaves_no_output(tmp_path: Path, flowsep_weights: 
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT,
     )
     # The temporary output exists once frames are being written: interrupt mid-run.
-    code, stderr = _interrupt(proc, lambda: any(tmp_path.glob(".out.partial-*")))
+    code, stderr = interrupt_when(proc, lambda: any(tmp_path.glob(".out.partial-*")))
     assert code == 130, stderr
     assert interrupted_cleanly(stderr), stderr
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
@@ -208,7 +197,7 @@ def test_ctrl_c_while_waiting_for_stdin_exits_130(flowsep_weights: Path) -> None
         return True
 
     started_at = time.monotonic()
-    code, stderr = _interrupt(proc, started)
+    code, stderr = interrupt_when(proc, started)
     proc.stdin.close()
     assert code == 130, stderr
     assert interrupted_cleanly(stderr), stderr

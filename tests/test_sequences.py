@@ -17,7 +17,7 @@ from sepconv_cli.cli import cli
 from sepconv_cli.errors import InputError
 from sepconv_cli.pipeline import interpolate_video
 from sepconv_cli.sequences import ImageSequence, SequenceReader, list_frames, natural_key
-from tests.interrupts import interrupted_cleanly
+from tests.interrupts import interrupt_when, interrupted_cleanly
 from tests.media import decode_rgb, make_video, texture
 
 
@@ -191,10 +191,8 @@ def test_bad_frame_options_are_usage_errors(tmp_path: Path, flowsep_weights: Pat
 
 def test_ctrl_c_while_writing_frames_exits_130_and_leaves_no_folder(tmp_path: Path, flowsep_weights: Path) -> None:
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     root = Path(__file__).resolve().parents[1]
     video = make_video(tmp_path / "long.mp4", frames=300, width=128, height=96, audio=False)
@@ -204,13 +202,9 @@ def test_ctrl_c_while_writing_frames_exits_130_and_leaves_no_folder(tmp_path: Pa
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)},
     )
-    deadline = time.monotonic() + 120
     # Interrupt once frames are being written into the temporary folder.
-    while not any(p.is_dir() and any(p.iterdir()) for p in tmp_path.glob(".frames.partial-*")):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 130
-    assert interrupted_cleanly(proc.stderr.read().decode())
+    code, stderr = interrupt_when(
+        proc, lambda: any(p.is_dir() and any(p.iterdir()) for p in tmp_path.glob(".frames.partial-*")))
+    assert code == 130
+    assert interrupted_cleanly(stderr)
     assert not (tmp_path / "frames").exists() and not list(tmp_path.glob(".*partial*"))
