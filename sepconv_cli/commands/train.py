@@ -113,6 +113,8 @@ def _default_workers() -> int:
 @click.option("--vgg-weights", type=click.Path(path_type=Path, dir_okay=False),
               help="torchvision VGG-19 state dict (vgg19-dcbb9e9d.pth) for the vgg loss.")
 @click.option("--init", type=click.Path(path_type=Path, dir_okay=False), help="Start from these weights (fine-tuning).")
+@click.option("--validate-init", is_flag=True,
+              help="Score the --init weights on the validation data before training, so they compete for best.pt.")
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False),
               help="Run folder [default: ./runs/<model>-<timestamp>].")
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False),

@@ -1,0 +1,153 @@
+"""interpolate --adapt: fine-tuning on the input's own frames (sepconv_cli.adaptation)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sepconv_cli.adaptation import AdaptOptions, adapt, adapted_weights, parse_duration, spread_triplets
+from sepconv_cli.cli import cli
+from sepconv_cli.models.registry import load_weights
+from sepconv_cli.training import parameter_digest
+from tests.interrupts import interrupt_when, interrupted_cleanly
+from tests.media import decode_rgb, make_video
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small enough for seconds on two cores, large enough for 160-px patches and their ×2 copies.
+TINY = AdaptOptions(steps=4, batch_size=4, crop=64, patch=64, patches=2, triplets=8, held_out_every=3, val_patch=64)
+
+
+def moving_frames(count: int = 24, size: tuple[int, int] = (96, 128), speed: float = 3.0) -> list[np.ndarray]:
+    """A smooth random texture panning ``speed`` px per frame."""
+    rng = np.random.default_rng(0)
+    import cv2
+
+    h, w = size
+    big = cv2.GaussianBlur(rng.integers(0, 256, (h * 2, w * 4, 3)).astype(np.uint8), (0, 0), 2.0)
+    return [np.ascontiguousarray(big[20 : 20 + h, round(10 + k * speed) : round(10 + k * speed) + w]) for k in range(count)]
+
+
+def test_durations_read_as_a_user_writes_them() -> None:
+    assert parse_duration("300") == 300
+    assert parse_duration("5m") == 300
+    assert parse_duration("1m30s") == 90
+    assert parse_duration("90s") == 90
+    assert parse_duration("1:30") == 90
+    assert parse_duration("1h") == 3600
+    for bad in ("", "soon", "-5", "0", "5x"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+@pytest.mark.parametrize("total", [None, 100])
+def test_triplets_are_consecutive_frames_spread_over_the_whole_input(total: int | None) -> None:
+    frames = [np.full((4, 4, 3), k, np.uint8) for k in range(100)]
+    chosen = spread_triplets(iter(frames), 8, total)
+    starts = [start for start, _ in chosen]
+    assert len(chosen) == 8
+    for start, triplet in chosen:
+        assert [int(f[0, 0, 0]) for f in triplet] == [start, start + 1, start + 2]
+    assert all(b - a >= 3 for a, b in zip(starts, starts[1:]))  # no frame in two triplets
+    assert starts[0] < 15 and starts[-1] > 70  # the whole clip, not its start
+
+
+def test_adaptation_that_cannot_help_keeps_the_original_weights(tmp_path: Path, flowsep_weights: Path) -> None:
+    # Learning rates this large can only wreck the network (0.5) or make it diverge (5):
+    # the held-out triplets, or the NaN loss, must say so.
+    for lr in (0.5, 5.0):
+        options = AdaptOptions(**{**TINY.__dict__, "lr": lr})
+        result = adapt(moving_frames(), flowsep_weights, tmp_path / f"work{lr}", options)
+        assert not result.adapted, lr
+        assert result.weights.read_bytes() == flowsep_weights.read_bytes()
+        assert result.gain == 0.0
+        assert "kept the original weights" in result.summary()
+
+
+def test_adaptation_that_helps_is_used_and_says_by_how_much(tmp_path: Path, flowsep_weights: Path) -> None:
+    options = AdaptOptions(**{**TINY.__dict__, "steps": 12, "lr": 1e-3})
+    result = adapt(moving_frames(), flowsep_weights, tmp_path / "work", options)
+    assert result.adapted, result.summary()
+    assert result.best_psnr > result.base_psnr
+    assert parameter_digest(load_weights(result.weights)) != parameter_digest(load_weights(flowsep_weights))
+    assert f"{result.gain:+.2f} dB" in result.summary()
+
+
+def test_a_second_run_on_the_same_input_reuses_the_kept_adaptation(tmp_path: Path, flowsep_weights: Path) -> None:
+    video = tmp_path / "clip.mkv"
+    video.write_bytes(b"stand-in bytes: only the cache key reads the file")
+    calls = []
+
+    def frames():  # noqa: ANN202
+        calls.append(1)
+        return iter(moving_frames())
+
+    first = adapted_weights(frames, [video], flowsep_weights, TINY, keep_in=tmp_path / "kept")
+    second = adapted_weights(frames, [video], flowsep_weights, TINY, keep_in=tmp_path / "kept")
+    assert len(calls) == 1 and second.reused and not first.reused
+    assert second.weights == first.weights and second.weights.is_file()
+    assert (second.adapted, second.base_psnr, second.best_psnr) == (first.adapted, first.base_psnr, first.best_psnr)
+    # Other bytes or other options: a new adaptation.
+    adapted_weights(frames, [video], flowsep_weights, AdaptOptions(**{**TINY.__dict__, "seed": 1}), keep_in=tmp_path / "kept")
+    assert len(calls) == 2
+    assert not list((tmp_path / "kept").glob("*.partial"))
+
+
+def test_cli_adapts_saves_and_reuses(tmp_path: Path, flowsep_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEPCONV_ADAPT_CACHE", str(tmp_path / "kept"))
+    monkeypatch.setattr("sepconv_cli.commands.adapting.AdaptOptions",
+                        lambda budget: AdaptOptions(**{**TINY.__dict__, "budget": budget}))
+    video = make_video(tmp_path / "in.mp4", width=128, height=96, frames=20, audio=False)
+    runner = CliRunner()
+    saved = tmp_path / "mine.pt"
+    args = ["interpolate", str(video), "--weights", str(flowsep_weights), "--adapt", "1m"]
+    first = runner.invoke(cli, [*args, "--out", str(tmp_path / "a.mp4"), "--save-adapted", str(saved)])
+    assert first.exit_code == 0, first.output
+    assert "held-out triplets" in first.output and saved.is_file()
+    assert len(decode_rgb(tmp_path / "a.mp4")) == 40  # 2 × 20, the duration kept
+    second = runner.invoke(cli, [*args, "--out", str(tmp_path / "b.mkv"), "--lossless"])
+    assert second.exit_code == 0, second.output
+    assert "reused the adaptation" in second.output
+    # The saved weights are the ones used: interpolating with them gives the same frames.
+    third = runner.invoke(cli, ["interpolate", str(video), "--weights", str(saved), "--out", str(tmp_path / "c.mkv"),
+                                "--lossless"])
+    assert third.exit_code == 0, third.output
+    assert all(np.array_equal(x, y) for x, y in zip(decode_rgb(tmp_path / "b.mkv"), decode_rgb(tmp_path / "c.mkv")))
+
+
+def test_cli_refuses_what_it_cannot_adapt(tmp_path: Path, flowsep_weights: Path) -> None:
+    runner = CliRunner()
+    video = make_video(tmp_path / "in.mp4", width=64, height=48, frames=6, audio=False)
+    bad = runner.invoke(cli, ["interpolate", str(video), "--adapt", "soon"])
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+    alone = runner.invoke(cli, ["interpolate", str(video), "--save-adapted", str(tmp_path / "w.pt")])
+    assert alone.exit_code == 2 and "--save-adapted needs --adapt" in alone.output
+    small = runner.invoke(cli, ["interpolate", str(video), "--weights", str(flowsep_weights), "--adapt", "1m",
+                                "--out", str(tmp_path / "o.mp4")])
+    assert small.exit_code != 0 and "too small to adapt to" in small.output
+    assert "Traceback" not in small.output and not (tmp_path / "o.mp4").exists()
+
+
+def test_ctrl_c_while_adapting_exits_130_and_leaves_nothing(tmp_path: Path, flowsep_weights: Path) -> None:
+    video = make_video(tmp_path / "in.mp4", width=192, height=160, frames=40, audio=False)
+    temp, kept, out = tmp_path / "tmp", tmp_path / "kept", tmp_path / "out.mp4"
+    temp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sepconv_cli", "interpolate", str(video), "--out", str(out), "--adapt", "10m",
+         "--weights", str(flowsep_weights)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TMPDIR": str(temp),
+             "SEPCONV_ADAPT_CACHE": str(kept)},
+    )
+    # Training has begun once the run folder holds its metrics.
+    code, stderr = interrupt_when(proc, lambda: any(temp.glob("sepconv-adapt-*/run/metrics*")))
+    assert code == 130
+    assert interrupted_cleanly(stderr)
+    assert not out.exists() and not list(tmp_path.glob("*.partial*"))
+    assert not list(temp.iterdir())
+    assert not kept.exists() or not list(kept.iterdir())
