@@ -749,7 +749,7 @@ def quality_options(codec: str, crf: int, preset: str) -> dict[str, str]:
 # docs/encoders.md): VP9's crf is linear in x264's, MPEG-2's quantiser exponential (x264's
 # crf is a logarithm of its quantiser step).
 VP9_CRF_AT_0, VP9_CRF_SLOPE = -7.55, 1.90
-MPEG_Q_CRF_AT_1, MPEG_Q_CRF_PER_DOUBLING = 8.8, 6.7
+MPEG_Q_CRF_AT_1, MPEG_Q_CRF_PER_DOUBLING = 9.1, 6.7
 
 
 def vp9_crf(crf: int) -> int:
