@@ -106,7 +106,6 @@ from sepconv_cli.overlap import BackgroundConsumer, Prefetcher
 from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
 from sepconv_cli.video import (
     PIPE_FORMATS,
-    Y4M_PIX_FMTS,
     Frame,
     FrameReader,
     Pipe,
@@ -168,7 +167,9 @@ class VideoOptions:
     """How ``interpolate_video`` writes its output.
 
     ``factor``: 2, 4 or 8 (4 and 8 by recursive midpoints). ``codec``/``crf``/
-    ``preset``: the video encoder and its quality settings (libx264/libx265).
+    ``preset``: the video encoder (``None``: the output container's usual one, libx264
+    wherever H.264 fits, VP9 in WebM, MPEG-2 in MPEG-PS; see ``video.default_codec``) and
+    its quality settings on x264's scale (translated for VP9 and MPEG-2).
     ``lossless``: FFV1 in Matroska instead (output must end in ``.mkv``).
     ``overwrite``: replace an existing output. ``scene_threshold``: cut sensitivity
     for ``scenes.is_cut`` (``<= 0`` disables cut detection). ``batch_size``: frame
@@ -179,7 +180,7 @@ class VideoOptions:
     """
 
     factor: int = 2
-    codec: str = "libx264"
+    codec: str | None = None
     crf: int = 18
     preset: str = "medium"
     lossless: bool = False
@@ -211,6 +212,9 @@ class InterpolationReport:
     audio_reencoded: int = 0
     subtitles_copied: int = 0
     duplicates: int | None = None  # repeated frames dropped by dedup; None: dedup was off
+    codec: str = ""  # the video encoder ("" for image files)
+    output_folder: bool = False  # output_path is a folder of frames
+    codec_chosen: bool = False  # picked for the container because none was asked for
 
     def summary(self) -> str:
         """One line for the CLI."""
@@ -227,8 +231,10 @@ class InterpolationReport:
             parts.append(f"{self.cuts} cut{'s' if self.cuts != 1 else ''} not blended")
         if self.skipped_packets:
             parts.append(f"{self.skipped_packets} corrupt packet(s) skipped")
+        if self.codec_chosen and self.codec != "libx264":
+            parts.append(f"{self.codec} ({self.output_path.suffix or 'this container'} cannot hold libx264)")
         parts.append(f"in {self.seconds:.1f} s")
-        return f"{self.output_path.name}: " + ", ".join(parts)
+        return f"{self.output_path.name}{os.sep if self.output_folder else ''}: " + ", ".join(parts)
 
 
 def _fmt_rate(rate: Fraction) -> str:
@@ -779,23 +785,21 @@ class _PipeSink:
     def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
              copy_streams: bool) -> VideoWriter:
         y4m = self.dst.format == PIPE_FORMATS["y4m"]
-        pix_fmt = None
+        codec = options.codec
         if y4m:
-            if options.codec not in ("rawvideo", "wrapped_avframe"):
-                raise OutputError(f"a y4m stream holds raw frames only, not {options.codec}; use --format nut")
-            # y4m holds YUV and grey only: keep the input's format where it can, else 4:4:4.
-            source = "yuv" + info.pix_fmt[4:] if info.pix_fmt.startswith("yuvj") else info.pix_fmt
-            pix_fmt = source if source in Y4M_PIX_FMTS else ("yuv444p16le" if info.bit_depth > 8 else "yuv444p")
+            codec = codec or "rawvideo"
+            if codec not in ("rawvideo", "wrapped_avframe"):
+                raise OutputError(f"a y4m stream holds raw frames only, not {codec}; use --format nut")
         if info.audio_streams and y4m and copy_streams:
             warnings.warn(
                 f"{info.audio_streams} audio stream(s) not written: a y4m stream holds no sound (use --format nut)",
                 VideoWarning, stacklevel=4,
             )
         self.writer = VideoWriter(
-            Path(self.dst.name), info, rate=rate, time_base=time_base, codec=options.codec, crf=options.crf,
+            Path(self.dst.name), info, rate=rate, time_base=time_base, codec=codec, crf=options.crf,
             # y4m's raw frames are lossless already (and FFV1 would not fit in it).
             preset=options.preset, lossless=options.lossless and not y4m, codec_options=options.codec_options,
-            copy_streams=copy_streams and not y4m, pix_fmt=pix_fmt, display_name=self.dst.name,
+            copy_streams=copy_streams and not y4m, display_name=self.dst.name,
             file=self.dst.file, format=self.dst.format,
         )
         return self.writer
@@ -839,7 +843,7 @@ def _open_source(src: Source) -> tuple[FrameReader | SequenceReader, Path]:
 
 def _open_sink(dst: Destination) -> tuple[_FileSink | _FolderSink | _PipeSink, Path]:
     if isinstance(dst, ImageSequence):
-        return _FolderSink(dst), Path(dst.name)
+        return _FolderSink(dst), dst.folder  # the folder names the output, not its file pattern
     if isinstance(dst, Pipe):
         return _PipeSink(dst), Path(dst.name)
     return _FileSink(Path(dst)), Path(dst)
@@ -978,4 +982,7 @@ def _process(
         audio_reencoded=writer.audio_reencoded,
         subtitles_copied=writer.subtitles_copied,
         duplicates=dedup.found if dedup is not None else None,
+        codec=getattr(writer, "codec", ""),
+        codec_chosen=getattr(writer, "codec_chosen", False),
+        output_folder=isinstance(dst, ImageSequence),
     )

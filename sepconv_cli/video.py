@@ -3,8 +3,9 @@
 Reading (``probe``, ``iter_frames``, ``FrameReader``) turns the first video stream of a
 file into RGB numpy frames one at a time, so memory does not grow with the video's
 length. Writing (``VideoWriter``) encodes RGB frames (or decoded frames passed through
-untouched) with libx264 by default, keeps the input's pixel format, colour tags and
-rotation where the codec allows, and copies the input's audio and subtitle streams
+untouched) with libx264 by default (``default_codec``: VP9 in WebM, MPEG-2 in MPEG-PS,
+raw in y4m), keeps the input's pixel format, colour tags and rotation where the codec
+allows (RGB input as 4:4:4), and copies the input's audio and subtitle streams
 packet by packet, interleaved with the video by timestamp.
 
 Nothing here prints or exits: bad input raises ``InputError``, output problems
@@ -48,8 +49,11 @@ __all__ = [
     "VideoWarning",
     "VideoWriter",
     "choose_pix_fmt",
+    "default_codec",
+    "quality_options",
     "iter_frames",
     "probe",
+    "y4m_pix_fmt",
 ]
 
 
@@ -69,8 +73,12 @@ _SWS_FLAGS = (
 # re-encode in a codec with another default (FFV1, JPEG) would shift the chroma.
 _CHROMA_LEFT = {"h264", "hevc", "vvc", "mpeg2video", "mpeg4", "h263", "vc1", "wmv3"}
 _CHROMA_CENTER = {"mjpeg", "mpeg1video", "theora"}
+# y4m's chroma tags (the decoder's reading of them; a bare "C420" is JPEG's siting).
+_Y4M_CHROMA = {b"420jpeg": "center", b"420": "center", b"420mpeg2": "left", b"420paldv": "topleft"}
 # Codecs that encode 4:2:0 at odd sizes. is known to reject 4:2:0 at odd sizes in the common encoders.
 _ODD_SIZE_OK = {"ffv1"}
+# Lossless encoders: RGB in stays RGB, bit for bit.
+_LOSSLESS = {"ffv1"}
 
 
 def _bit_depth(pix_fmt: str | None) -> int:
@@ -126,10 +134,14 @@ class VideoInfo:
     audio_streams: int = 0
     subtitle_streams: int = 0
     start_time: Fraction = Fraction(0)
+    chroma_siting: str | None = None  # as the file states it (a y4m header); else the codec's convention
 
     @property
     def chroma_location(self) -> str | None:
-        """Where subsampled chroma sits ("left", "center"), from the codec's convention; None if unknown."""
+        """Where subsampled chroma sits ("left", "center", "topleft"), as the file states it or
+        from the codec's convention; None if unknown."""
+        if self.chroma_siting:
+            return self.chroma_siting
         if self.codec in _CHROMA_LEFT:
             return "left"
         if self.codec in _CHROMA_CENTER:
@@ -203,12 +215,37 @@ def probe(path: str | Path) -> VideoInfo:
     """
     container = _open_input(path)
     with container:
-        return _describe(container, path, decode_first=True)
+        header = b""
+        if container.format.name == "yuv4mpegpipe":
+            try:
+                with open(path, "rb") as handle:
+                    header = handle.read(_Y4M_HEADER_MAX)
+            except OSError:
+                pass
+        return _describe(container, path, decode_first=True, header=header)
 
 
-def _describe(container: av.container.InputContainer, path: str | Path, *, decode_first: bool) -> VideoInfo:
+# A y4m stream header is one line of a few dozen bytes; FFmpeg reads at most 256.
+_Y4M_HEADER_MAX = 256
+
+
+def _y4m_chroma(header: bytes) -> str | None:
+    """The chroma siting a y4m stream header states (``C420mpeg2`` → "left"), or None."""
+    line = header.split(b"\n", 1)[0]
+    if not line.startswith(b"YUV4MPEG2"):
+        return None
+    for token in line.split(b" ")[1:]:
+        if token.startswith(b"C"):
+            return _Y4M_CHROMA.get(token[1:])  # deeper 4:2:0 (C420p10) has no siting tag
+    return "center"  # no C tag: 4:2:0 with JPEG siting, by the format's definition
+
+
+def _describe(
+    container: av.container.InputContainer, path: str | Path, *, decode_first: bool, header: bytes = b""
+) -> VideoInfo:
     """``VideoInfo`` of an open container; ``decode_first`` reads the rotation from the
-    first frame, which a pipe cannot afford (its bytes could not be read again)."""
+    first frame, which a pipe cannot afford (its bytes could not be read again).
+    ``header``: the stream's first bytes, where a y4m file states its chroma siting."""
     stream = _video_stream(container, path)
     ctx = stream.codec_context
     tb = stream.time_base or Fraction(1, 90000)
@@ -252,6 +289,7 @@ def _describe(container: av.container.InputContainer, path: str | Path, *, decod
         audio_streams=len(container.streams.audio),
         subtitle_streams=len(container.streams.subtitles),
         start_time=start,
+        chroma_siting=_y4m_chroma(header) if container.format.name == "yuv4mpegpipe" else None,
     )
 
 
@@ -470,6 +508,13 @@ Y4M_PIX_FMTS = frozenset({
 })
 
 
+def y4m_pix_fmt(template: VideoInfo) -> str:
+    """What a y4m stream of ``template``'s frames holds: its own format where y4m has it
+    (YUV and grey only), else 4:4:4 (RGB in: no chroma lost)."""
+    source = "yuv" + template.pix_fmt[4:] if template.pix_fmt.startswith("yuvj") else template.pix_fmt
+    return source if source in Y4M_PIX_FMTS else ("yuv444p16le" if template.bit_depth > 8 else "yuv444p")
+
+
 @dataclass(frozen=True)
 class Pipe:
     """A byte stream (stdin, stdout, a socket) instead of a file.
@@ -485,6 +530,48 @@ class Pipe:
     name: str = "-"
 
 
+def _read_header(file: Any) -> bytes:
+    """The first bytes of a stream: its whole first line if it is y4m, else a few bytes."""
+    magic = b"YUV4MPEG2"
+    head = b""
+    while len(head) < len(magic):
+        chunk = file.read(len(magic) - len(head))
+        if not chunk:
+            return head
+        head += chunk
+    if head != magic:
+        return head
+    while not head.endswith(b"\n") and len(head) < _Y4M_HEADER_MAX:
+        chunk = file.read(1)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+class _Replayed(io.RawIOBase):
+    """A read-once stream with ``prefix`` (bytes already taken from it) put back in front."""
+
+    def __init__(self, prefix: bytes, file: Any) -> None:
+        self._prefix = prefix
+        self._file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            n = len(self._prefix) if size is None or size < 0 else size
+            out, self._prefix = self._prefix[:n], self._prefix[n:]
+            return out
+        return self._file.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 class PipeReader(FrameReader):
     """``FrameReader`` over a ``Pipe``: the stream is opened once and read once, so the
     description comes from its headers alone (no rotation) and no frame is decoded
@@ -493,8 +580,11 @@ class PipeReader(FrameReader):
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
+        # The y4m header's chroma siting is not exposed by PyAV: read the header line
+        # here and hand FFmpeg the same bytes again in front of the rest of the stream.
+        header = _read_header(pipe.file)
         try:
-            container = av.open(pipe.file, "r", format=pipe.format)
+            container = av.open(_Replayed(header, pipe.file), "r", format=pipe.format)
         except (av.error.FFmpegError, ValueError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise InputError(
@@ -502,7 +592,7 @@ class PipeReader(FrameReader):
                 "e.g. ffmpeg -i in.mkv -f yuv4mpegpipe -"
             ) from None
         try:
-            info = _describe(container, pipe.name, decode_first=False)
+            info = _describe(container, pipe.name, decode_first=False, header=header)
         except BaseException:
             container.close()
             raise
@@ -527,7 +617,9 @@ def choose_pix_fmt(codec: str, source_pix_fmt: str | None, bit_depth: int, width
 
     Falls back to 4:2:0 at the source's bit depth (or the nearest deeper one the codec
     has), and to 4:4:4 when the size is odd and the codec cannot subsample it (only
-    FFV1 encodes 4:2:0 at odd sizes).
+    FFV1 encodes 4:2:0 at odd sizes). RGB in (libx264rgb video, image sequences) keeps
+    its full chroma: 4:4:4 YUV in a lossy codec that has it, RGB itself in FFV1 and in
+    RGB-only encoders (libx264rgb), and 4:2:0 only in codecs that have neither.
     """
     try:
         formats = [f.name for f in (av.Codec(codec, "w").video_formats or ())]
@@ -546,16 +638,30 @@ def choose_pix_fmt(codec: str, source_pix_fmt: str | None, bit_depth: int, width
 
     if not formats:
         return src or "yuv420p"
+    rgb = _is_rgb_fmt(src)
+    depths = [d for d in (8, 9, 10, 12, 14, 16) if d >= bit_depth] + [d for d in (16, 14, 12, 10, 9, 8) if d < bit_depth]
+    if rgb and codec not in _LOSSLESS:
+        # RGB into a lossy YUV codec: 4:4:4, which keeps the chroma and plays more widely
+        # than the codec's RGB mode (VP9's gbrp, x265's gbrp).
+        for depth in depths:
+            name = "yuv444p" if depth == 8 else f"yuv444p{depth}le"
+            if name in formats:
+                return name
     if src in formats and fits(src):
         return src
-    if _is_rgb_fmt(src):
+    if rgb:
         # RGB in (image sequences): an RGB format of the same depth where the codec has one
         # (FFV1: bgr0, gbrp16le), so lossless output keeps the frames exactly.
         for name in (("gbrp16le", "rgb48le") if bit_depth > 8 else ("gbrp", "bgr0")):
             if name in formats:
                 return name
-    depths = [d for d in (8, 9, 10, 12, 14, 16) if d >= bit_depth] + [d for d in (16, 14, 12, 10, 9, 8) if d < bit_depth]
-    for chroma in ("420", "422", "444") if not odd or codec in _ODD_SIZE_OK else ("444",):
+    if odd and codec not in _ODD_SIZE_OK:
+        chromas: tuple[str, ...] = ("444",)
+    elif rgb:
+        chromas = ("444", "420", "422")  # RGB has full chroma: keep it where the codec can
+    else:
+        chromas = ("420", "422", "444")
+    for chroma in chromas:
         for depth in depths:
             name = f"yuv{chroma}p" if depth == 8 else f"yuv{chroma}p{depth}le"
             if name in formats and fits(name):
@@ -564,11 +670,96 @@ def choose_pix_fmt(codec: str, source_pix_fmt: str | None, bit_depth: int, width
     return (usable or formats)[0]
 
 
+# Encoders that store a frame rate instead of timestamps (their time base must be 1/rate).
+_RATE_ONLY = frozenset({"mpeg1video", "mpeg2video"})
+# Muxers whose codec query knows only their default codec, though they hold these too
+# (what ``ffmpeg -c:v mpeg2video out.mpg`` or ``-c:v libx264 out.ts`` write).
+_ALSO_HOLDS = {
+    "mpeg": {"mpeg2video", "h264"},
+    "vob": {"mpeg2video", "h264"},
+    "mpegts": {"h264", "hevc", "mpeg2video", "mpeg1video"},
+}
+# Encoders tried, in order, for a container when --codec is not given: H.264 wherever it
+# fits; VP9 (WebM); MPEG-2 (MPEG-PS .mpg/.vob, MXF). MPEG-PS is what DVD tools and old
+# players expect of an .mpg, so it gets MPEG-2 although it could hold H.264.
+_DEFAULT_CODECS = ("libx264", "libvpx-vp9", "libsvtav1", "mpeg2video", "mpeg4")
+_PREFERRED = {"yuv4mpegpipe": "rawvideo", "mpeg": "mpeg2video", "vob": "mpeg2video", "dvd": "mpeg2video", "svcd": "mpeg2video"}
+
+
 def _container_codec_ok(container: av.container.OutputContainer, codec: str) -> bool:
+    if codec in _ALSO_HOLDS.get(container.format.name, ()):
+        return True
     try:
         return codec in container.supported_codecs
     except Exception:  # noqa: BLE001 - older PyAV: assume yes, the muxer will say otherwise
         return True
+
+
+def _encoder_exists(name: str) -> bool:
+    try:
+        av.Codec(name, "w")
+    except (ValueError, av.error.FFmpegError):
+        return False
+    return True
+
+
+def default_codec(container: av.container.OutputContainer) -> str:
+    """The video encoder used when none is asked for: libx264 where the container holds
+    H.264, else the first of VP9, AV1, MPEG-2 and MPEG-4 it holds (``_DEFAULT_CODECS``);
+    MPEG-2 for MPEG program streams. ``OutputError`` if none fits."""
+    name = container.format.name
+    candidates = [_PREFERRED[name]] if name in _PREFERRED else []
+    if name == "yuv4mpegpipe":
+        return "rawvideo"  # raw frames are all it holds
+    for codec in (*candidates, *_DEFAULT_CODECS):
+        if _encoder_exists(codec) and _container_codec_ok(container, av.Codec(codec, "w").canonical_name):
+            return codec
+    raise OutputError(f"no video encoder of this FFmpeg fits a {name} file; use .mkv or .mp4")
+
+
+# x264/x265's presets mapped onto libvpx's cpu-used (0 slowest … 5 fastest with deadline=good).
+_VPX_SPEED = {"ultrafast": 5, "superfast": 5, "veryfast": 4, "faster": 4, "fast": 3, "medium": 2,
+              "slow": 1, "slower": 1, "veryslow": 0, "placebo": 0}
+
+
+def quality_options(codec: str, crf: int, preset: str) -> dict[str, str]:
+    """Encoder options for x264's ``crf``/``preset`` scale, translated for other encoders.
+
+    VP9's and MPEG-2's numbers come from ``benchmarks/crf_equivalence.py``: the setting
+    whose PSNR on natural footage matches libx264's at the same ``crf``.
+    """
+    if codec in ("libx264", "libx265"):
+        options = {"crf": str(crf), "preset": preset}
+        if codec == "libx265":
+            options["x265-params"] = "log-level=error"
+        return options
+    if codec == "libvpx-vp9":
+        # b=0 makes crf a constant-quality target rather than a cap on a default bitrate.
+        return {"crf": str(vp9_crf(crf)), "b": "0", "deadline": "good",
+                "cpu-used": str(_VPX_SPEED.get(preset, 2)), "row-mt": "1"}
+    if codec in ("mpeg2video", "mpeg1video", "mpeg4"):
+        # A constant quantiser: ffmpeg's -q:v works through each frame's quality field,
+        # which PyAV does not set, so the rate control's range is pinned to it instead.
+        q = str(mpeg_qscale(crf))
+        return {"qmin": q, "qmax": q}
+    return {}
+
+
+# Fitted by benchmarks/crf_equivalence.py (the same PSNR as libx264 at that crf; see
+# docs/encoders.md): VP9's crf is linear in x264's, MPEG-2's quantiser exponential (x264's
+# crf is a logarithm of its quantiser step).
+VP9_CRF_AT_0, VP9_CRF_SLOPE = -7.55, 1.90
+MPEG_Q_CRF_AT_1, MPEG_Q_CRF_PER_DOUBLING = 9.1, 6.7
+
+
+def vp9_crf(crf: int) -> int:
+    """libvpx-vp9's crf (0-63) giving about the quality of libx264's ``crf`` (0-51): 18 → 27."""
+    return max(0, min(63, round(VP9_CRF_AT_0 + VP9_CRF_SLOPE * crf)))
+
+
+def mpeg_qscale(crf: int) -> int:
+    """MPEG-2's quantiser (1-31) giving about the quality of libx264's ``crf``: 18 → 3."""
+    return max(1, min(31, round(2 ** ((crf - MPEG_Q_CRF_AT_1) / MPEG_Q_CRF_PER_DOUBLING))))
 
 
 class VideoWriter:
@@ -586,7 +777,9 @@ class VideoWriter:
 
     ``time_base`` (default: the template's) is the unit of the integer ``pts`` passed to
     ``write``; ``rate`` (default: the template's) is the nominal frame rate given to the
-    encoder. ``lossless=True`` encodes FFV1 and needs a ``.mkv`` path. ``file`` (a binary
+    encoder. ``codec`` ``None`` picks the container's usual encoder (``default_codec``), and
+    ``codec_chosen`` then says so; ``crf``/``preset`` are on x264's scale, translated for VP9
+    and MPEG-2 (``quality_options``). ``lossless=True`` encodes FFV1 and needs a ``.mkv`` path. ``file`` (a binary
     file object, e.g. stdout) and ``format`` (FFmpeg's muxer name, e.g. ``"nut"``) write a
     stream instead of ``path``, which then only names it in messages.
 
@@ -602,7 +795,7 @@ class VideoWriter:
         *,
         rate: Fraction | None = None,
         time_base: Fraction | None = None,
-        codec: str = "libx264",
+        codec: str | None = None,
         crf: int = 18,
         preset: str = "medium",
         lossless: bool = False,
@@ -637,9 +830,14 @@ class VideoWriter:
             codec = "ffv1"
             if file is None and self.path.suffix.lower() != ".mkv":
                 raise OutputError(f"lossless output (FFV1) needs a .mkv file, not {self.name}")
-        self.codec = codec
-        self.pix_fmt = pix_fmt or choose_pix_fmt(codec, template.pix_fmt, template.bit_depth, template.width, template.height)
-        self.full_range = template.full_range
+        rgb_in = _is_rgb_fmt(template.pix_fmt)
+        # RGB in, YUV out: limited range (the usual for video), BT.709 or 601 by size
+        # unless the source names its matrix; an RGB stream's own tags describe no YUV.
+        self.full_range = template.full_range and not rgb_in
+        self._colorspace = template.colorspace
+        if rgb_in and template.colorspace in (0, 2):
+            self._colorspace = 1 if template.matrix == "ITU709" else 6
+        self._color_range = 2 if self.full_range else (1 if rgb_in else template.color_range or 0)
 
         try:
             # A file object (a pipe) has no name to guess the format from: ``format`` says it.
@@ -652,6 +850,21 @@ class VideoWriter:
                 f"cannot create {self.name}: {reason} (use a .mp4, .mkv or .mov name)"
             ) from None
         try:
+            # None: the container's usual encoder (libx264 wherever H.264 fits).
+            self.codec_chosen = codec is None
+            self.codec = codec or default_codec(self._out)
+            if pix_fmt is None and self._out.format.name == "yuv4mpegpipe":
+                pix_fmt = y4m_pix_fmt(template)
+            self.pix_fmt = pix_fmt or choose_pix_fmt(
+                self.codec, template.pix_fmt, template.bit_depth, template.width, template.height
+            )
+            # y4m stores no timestamps: its header's rate is the stream's time base (any
+            # other would be read back as that many frames per second); MPEG-1/2 encode
+            # only a rate, also taken from the time base. Their frames are numbered
+            # 0, 1, 2… (from the first frame's time) in units of 1/rate.
+            self._numbered = self._out.format.name == "yuv4mpegpipe" or self.codec in _RATE_ONLY
+            self._stream_time_base = 1 / self.rate if self._numbered else self.time_base
+            self._first_number: int | None = None
             self._setup_video(crf, preset, codec_options or {})
             if copy_streams:
                 self._setup_copies()
@@ -660,7 +873,7 @@ class VideoWriter:
             self._out.start_encoding()
         except av.error.FFmpegError as exc:
             self.abort()
-            if any(name in codec for name in ("nvenc", "qsv", "vaapi", "videotoolbox", "amf")):
+            if any(name in (codec or "") for name in ("nvenc", "qsv", "vaapi", "videotoolbox", "amf")):
                 # FFmpeg's own message for a missing device is an opaque errno.
                 raise OutputError(
                     f"cannot start the hardware encoder {codec} for {self.name}: it needs the matching GPU and "
@@ -682,7 +895,10 @@ class VideoWriter:
         # The y4m muxer lists only wrapped_avframe, but takes rawvideo too (as ffmpeg -c:v rawvideo does).
         raw_y4m = self._out.format.name == "yuv4mpegpipe" and canonical == "rawvideo"
         if not raw_y4m and not _container_codec_ok(self._out, canonical):
-            raise OutputError(f"a {self.path.suffix or 'this'} file cannot hold {self.codec} video; use .mkv or .mp4")
+            raise OutputError(
+                f"a {self.path.suffix or 'this'} file cannot hold {self.codec} video; use .mkv or .mp4, "
+                f"or leave out --codec for the container's usual one ({default_codec(self._out)})"
+            )
         if self.pix_fmt != t.pix_fmt and t.pix_fmt and not (
             t.pix_fmt.startswith("yuvj") and self.pix_fmt == "yuv" + t.pix_fmt[4:]
         ):
@@ -693,11 +909,7 @@ class VideoWriter:
                     VideoWarning,
                     stacklevel=3,
                 )
-        options: dict[str, str] = {}
-        if self.codec in ("libx264", "libx265"):
-            options = {"crf": str(crf), "preset": preset}
-            if self.codec == "libx265":
-                options["x265-params"] = "log-level=error"
+        options = quality_options(self.codec, crf, preset)
         if t.chroma_location and av.VideoFormat(self.pix_fmt).chroma_width(64) < 64:
             options["chroma_sample_location"] = t.chroma_location
         options.update({k: str(v) for k, v in codec_options.items()})
@@ -707,14 +919,14 @@ class VideoWriter:
             raise OutputError(f"cannot encode {self.codec} into {self.path.suffix or 'this'} file: {exc}") from None
         vs.width, vs.height = t.width, t.height
         vs.pix_fmt = self.pix_fmt
-        vs.codec_context.time_base = self.time_base
-        vs.time_base = self.time_base
+        vs.codec_context.time_base = self._stream_time_base
+        vs.time_base = self._stream_time_base
         vs.options = options
         ctx = vs.codec_context
         ctx.thread_type = "AUTO"
         if not _is_rgb_fmt(self.pix_fmt):
-            ctx.color_range = 2 if self.full_range else (t.color_range or 0)
-            ctx.colorspace = t.colorspace
+            ctx.color_range = self._color_range
+            ctx.colorspace = self._colorspace
         ctx.color_primaries = t.color_primaries
         ctx.color_trc = t.color_trc
         if t.rotation:
@@ -902,8 +1114,8 @@ class VideoWriter:
             )
         frame.pict_type = 0  # never force the decoder's frame types on the encoder
         if not _is_rgb_fmt(self.pix_fmt):
-            frame.color_range = 2 if self.full_range else (t.color_range or 0)
-            frame.colorspace = t.colorspace
+            frame.color_range = self._color_range
+            frame.colorspace = self._colorspace
         frame.color_primaries = t.color_primaries
         frame.color_trc = t.color_trc
         return frame
@@ -916,9 +1128,14 @@ class VideoWriter:
         Timestamps must increase.
         """
         frame = self._to_video_frame(image)
-        frame.pts = int(pts)
-        frame.time_base = self.time_base
-        if duration:
+        if self._numbered:
+            if self._first_number is None:
+                self._first_number = round(pts * self.time_base * self.rate)
+            frame.pts = self._first_number + self.frames_written
+        else:
+            frame.pts = int(pts)
+        frame.time_base = self._stream_time_base
+        if duration and not self._numbered:
             self._durations[int(pts)] = int(duration)
             if len(self._durations) > 4096:  # an encoder that rewrites pts: stay bounded
                 del self._durations[min(self._durations)]

@@ -105,7 +105,9 @@ def test_bad_input_is_one_line_and_a_distinct_exit_code(
     elif case == "output exists":
         out.write_bytes(b"keep me")
     elif case == "unwritable folder":
-        out = tmp_path / "missing-folder" / "out.mp4"
+        # A missing folder is made (as a batch's is); one that cannot be is an error.
+        (tmp_path / "a-file").write_text("not a folder\n")
+        out = tmp_path / "a-file" / "sub" / "out.mp4"
     elif case == "corrupt weights":
         chosen = tmp_path / "bad.pt"
         chosen.write_bytes(weights.read_bytes()[:200])

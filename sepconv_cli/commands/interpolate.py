@@ -140,6 +140,41 @@ def resolve_output(text: str) -> Destination:
     return path
 
 
+def _output_parent(dst: Destination) -> Path | None:
+    """The folder an output is written into (a frame folder's parent); None for a stream."""
+    if isinstance(dst, Pipe):
+        return None
+    if isinstance(dst, ImageSequence):
+        return dst.folder.absolute().parent
+    return Path(dst).absolute().parent
+
+
+def make_folders(folder: Path | None) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those made, outermost first."""
+    missing: list[Path] = []
+    current = folder
+    while current is not None and not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    missing.reverse()
+    for index, path in enumerate(missing):
+        try:
+            path.mkdir()
+        except OSError as exc:
+            remove_empty(missing[:index])
+            raise OutputError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders ``make_folders`` made, innermost first, as long as they are empty."""
+    for path in reversed(folders):
+        try:
+            path.rmdir()
+        except OSError:
+            return  # not empty (the output is in it) or already gone
+
+
 def _name(target: Path | ImageSequence | Pipe) -> str:
     return target.name if isinstance(target, (Path, Pipe)) else target.name.rstrip("/\\")
 
@@ -251,7 +286,9 @@ def plan_outputs(
     folder: Path | None = None
     if output is not None:
         folder = Path(output)
-        if output == "-" or "%" in output or (folder.suffix and not folder.is_dir()):
+        # A trailing slash names a folder, whatever its name looks like ("clips.60/").
+        named_folder = output.endswith(("/", "\\"))
+        if output == "-" or "%" in output or (folder.suffix and not named_folder and not folder.is_dir()):
             raise OneLineUsageError(
                 f"--out {output}: several inputs need a folder for their outputs (e.g. --out done/)", ctx=ctx)
         if folder.exists() and not folder.is_dir():
@@ -417,8 +454,11 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
 @click.option("--fps", type=FrameRate(), metavar="RATE",
               help="Output frame rate instead of --factor, e.g. 60, 59.94 or 30000/1001, higher or lower than the "
                    "input's: frame k at exactly k/RATE s, input frames kept where the times coincide.")
-@click.option("--codec", default="libx264", show_default=True, help="Video encoder (e.g. libx265, h264_nvenc).")
-@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True, help="Quality for x264/x265 (lower is better).")
+@click.option("--codec", default=None,
+              help="Video encoder (e.g. libx265, h264_nvenc) [default: libx264; libvpx-vp9 in .webm, mpeg2video in "
+                   ".mpg: the container's usual one where it cannot hold H.264].")
+@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True,
+              help="Quality on x264's scale (lower is better); translated for VP9 and MPEG-2.")
 @click.option("--preset", default="medium", show_default=True, help="Encoder speed preset.")
 @click.option("--lossless", is_flag=True, help="Write lossless FFV1 in Matroska (.mkv) instead.")
 @click.option("--scene-threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
@@ -449,7 +489,7 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
 @click.pass_context
 def interpolate(
     ctx: click.Context, sources: tuple[str, ...], output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
-    precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
+    precision: str, factor: str, fps: Fraction | None, codec: str | None, crf: int, preset: str, lossless: bool,
     scene_threshold: float, dedup: bool, dedup_threshold: float, adapt: float | None, save_adapted: Path | None,
     batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
     overwrite: bool, quiet: bool,
@@ -534,6 +574,10 @@ def interpolate(
 
     if not batch:
         src, dst = jobs[0]
+        # Missing folders above OUT are made, as a batch makes its --out folder, and
+        # removed again when the command ends if nothing was written into them.
+        made = make_folders(_output_parent(dst))
+        ctx.call_on_close(lambda: remove_empty(made))
         # Fail on a typo in a path before spending seconds loading a network.
         check_paths(src, dst, overwrite)
         if isinstance(dst, Pipe):
@@ -558,20 +602,11 @@ def interpolate(
                        f"({time.perf_counter() - started:.1f} s in all)", err=True)
         return
 
-    made: Path | None = None
-    if output is not None and not Path(output).exists():
-        # The outputs' folder, made now so each file's checks pass; removed again if
-        # nothing was written into it.
-        try:
-            Path(output).mkdir()
-        except OSError as exc:
-            raise OutputError(f"cannot create the output folder {output}: {exc.strerror or exc}") from None
-        made = Path(output)
-    try:
-        code = run_batch(jobs, load, settings, ctx, quiet=quiet, started=started,
-                         adapt=adapted if adapt is not None else None)
-    finally:
-        if made is not None and not any(made.iterdir()):
-            made.rmdir()
+    # The outputs' folder (and any missing above it), made now so each file's checks
+    # pass; removed again if nothing was written into it.
+    made = make_folders(Path(output)) if output is not None else []
+    ctx.call_on_close(lambda: remove_empty(made))
+    code = run_batch(jobs, load, settings, ctx, quiet=quiet, started=started,
+                     adapt=adapted if adapt is not None else None)
     if code:
         ctx.exit(code)
