@@ -1,0 +1,70 @@
+"""Clips whose streams do not start at 0, or not together, stay in sync.
+
+A clip cut from a longer recording often starts at, say, 0.48 s, and its video and audio
+rarely start at the same instant. The output keeps every input time: rebasing the video
+to 0 while the audio is copied with its own timestamps would shift picture against sound
+by the offset.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from sepconv_cli.pipeline import VideoOptions, interpolate_video, retime_video
+from tests.media import make_video
+
+OFFSET = Fraction(12, 25)  # 0.48 s: twelve frames at 25 fps
+FAST = VideoOptions(preset="ultrafast")
+
+
+def video_times(path: Path) -> list[Fraction]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [f.pts * s.time_base for f in c.decode(s)]
+
+
+def time_base(path: Path) -> Fraction:
+    with av.open(str(path)) as c:
+        return c.streams.video[0].time_base
+
+
+def audio_times(path: Path) -> list[Fraction]:
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        return [p.pts * s.time_base for p in c.demux(s) if p.size]
+
+
+def blend(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    w = 0.5 if t is None else t.float()[:, None, None, None]
+    return a * (1 - w) + b * w
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+@pytest.mark.parametrize(
+    ("video_start", "audio_start"), [(OFFSET, 0), (0, OFFSET)], ids=["video-after-audio", "audio-after-video"]
+)
+@pytest.mark.parametrize("mode", ["factor", "fps"])
+def test_stream_start_times_are_kept(
+    tmp_path: Path, suffix: str, video_start: Fraction, audio_start: Fraction, mode: str
+) -> None:
+    src = make_video(tmp_path / f"in{suffix}", frames=12, rate=25, video_start=video_start, audio_start=audio_start)
+    assert video_times(src)[0] == video_start  # the clip is what the test means
+    dst = tmp_path / f"out{suffix}"
+    if mode == "factor":  # --factor 2
+        interpolate_video(src, dst, blend, options=FAST)
+        expected = [video_start + Fraction(i, 50) for i in range(24)]
+    else:  # --fps 60: 0.48 s of video is 28.8 frame periods, so 29 frames
+        retime_video(src, dst, blend, 60, options=FAST)
+        expected = [video_start + Fraction(k, 60) for k in range(29)]
+    # Matroska stores milliseconds, so k/60 is rounded there; MP4's time base is exact.
+    tick = time_base(dst)
+    times = video_times(dst)
+    assert len(times) == len(expected)
+    assert all(abs(a - e) <= tick / 2 for a, e in zip(times, expected)), (times, expected)
+    # Audio is copied packet for packet, so picture and sound keep their distance.
+    assert audio_times(dst) == audio_times(src)
