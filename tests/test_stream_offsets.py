@@ -15,7 +15,7 @@ import av
 import pytest
 import torch
 
-from sepconv_cli.pipeline import VideoOptions, interpolate_video, retime_video
+from sepconv_cli.pipeline import RATE_NOTE, VideoOptions, interpolate_video, retime_video
 from tests.media import make_video
 
 OFFSET = Fraction(12, 25)  # 0.48 s: twelve frames at 25 fps
@@ -59,6 +59,7 @@ def test_stream_start_times_are_kept(
         interpolate_video(src, dst, blend, options=FAST)
         expected = [video_start + Fraction(i, 50) for i in range(24)]
     else:  # --fps 60: 0.48 s of video is 28.8 frame periods, so 29 frames
+        assert "k/RATE seconds after the first frame" in RATE_NOTE  # what the documented note says
         retime_video(src, dst, blend, 60, options=FAST)
         expected = [video_start + Fraction(k, 60) for k in range(29)]
     # Matroska stores milliseconds, so k/60 is rounded there; MP4's time base is exact.
