@@ -9,12 +9,14 @@ by the offset.
 from __future__ import annotations
 
 from fractions import Fraction
+import warnings
 from pathlib import Path
 
 import av
 import pytest
 import torch
 
+from sepconv_cli.video import FrameReader, VideoWarning, probe
 from sepconv_cli.pipeline import RATE_NOTE, VideoOptions, interpolate_video, retime_video
 from tests.media import make_video
 
@@ -69,3 +71,15 @@ def test_stream_start_times_are_kept(
     assert all(abs(a - e) <= tick / 2 for a, e in zip(times, expected)), (times, expected)
     # Audio is copied packet for packet, so picture and sound keep their distance.
     assert audio_times(dst) == audio_times(src)
+
+
+def test_audio_that_outlasts_the_video_is_not_a_truncated_video(tmp_path: Path) -> None:
+    """Matroska gives no stream duration; its container duration is the longest track's, here
+    the audio's (0.48 s to 0.96 s). The video's own end tag says it is complete."""
+    src = make_video(tmp_path / "in.mkv", frames=12, rate=25, audio_start=OFFSET)
+    assert probe(src).duration == pytest.approx(0.48, abs=0.001)
+    reader = FrameReader(src)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VideoWarning)
+        assert len(list(reader)) == 12
+    assert not reader.truncated
