@@ -11,7 +11,7 @@ README's own names (``video.mp4``, ``shot/``, ``'render/%04d.tif'``, …) by ``M
 networks for training. ``sepconv`` commands run in-process through the Click group (a
 fresh ``python -m sepconv_cli`` costs up to 12 s on a loaded 2-core machine, most of the
 budget); the pipe example runs as a real ``python -m sepconv_cli`` process with its
-stdin and stdout. ``Example.change`` replaces an option's value and ``Example.extra``
+stdin and stdout, and ``SEPCONV_EXAMPLES_SUBPROCESS=1`` runs every example that way. ``Example.change`` replaces an option's value and ``Example.extra``
 appends options (per subcommand) only where the README's value would take minutes
 (``--count 50000``, ``--time-budget 36000``) or need full-size frames (``--size``).
 
@@ -22,6 +22,7 @@ keys of ``MEDIA``; add a maker there for a new name) and the outputs it must wri
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -48,6 +49,9 @@ from tests.media import make_video, texture
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SHELL_BLOCKS = ("sh", "bash", "shell", "console")
+# Set (to 1) to run every example as its own ``python -m sepconv_cli`` process, as a user
+# would; by default only the pipe example does (process start-up is most of the time).
+SUBPROCESS_ENV = "SEPCONV_EXAMPLES_SUBPROCESS"
 OPERATORS = ("&&", "||", "|", ";")
 
 
@@ -214,6 +218,7 @@ class Example:
     extra: subcommand → options appended to it.
     known_broken: the example fails on this branch for this reason (a fix is on another
         branch); run as a strict xfail, so that once it passes the marker must go.
+    gpu: needs a CUDA GPU: run where there is one, skipped elsewhere.
     """
 
     skip: str | None = None
@@ -222,6 +227,7 @@ class Example:
     change: dict[str, str] = field(default_factory=dict)
     extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
     known_broken: str | None = None
+    gpu: bool = False
 
 
 TRAIN_LONG = "long training: run with a tiny network and --max-steps 1"
@@ -232,7 +238,8 @@ EXAMPLES: dict[str, Example] = {
     "python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 -e '.[test]' && .venv/bin/python -m pytest -q":
         Example(skip="installs packages and runs this very suite (.ci/run)"),
     # ## sepconv interpolate
-    "sepconv interpolate video.mp4 --out 2x.mp4 --device cuda": Example(skip="needs a CUDA GPU"),
+    "sepconv interpolate video.mp4 --out 2x.mp4 --device cuda": Example(media=("video.mp4",), outputs=("2x.mp4",),
+                                                                       gpu=True),
     "sepconv interpolate clip.mkv --factor 4 --lossless --out 4x.mkv": Example(media=("clip.mkv",), outputs=("4x.mkv",)),
     "sepconv interpolate film.mp4 --fps 60 --out 60fps.mp4": Example(media=("film.mp4",), outputs=("60fps.mp4",)),
     "sepconv interpolate talk.mp4 --device cpu --tile 512": Example(media=("talk.mp4",), outputs=("talk.2x.mp4",)),
@@ -311,6 +318,8 @@ def _params() -> list:
         marks = []
         if example.skip:
             marks.append(pytest.mark.skip(reason=example.skip))
+        if example.gpu and not torch.cuda.is_available():
+            marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
         if example.known_broken:
             marks.append(pytest.mark.xfail(reason=example.known_broken, strict=True))
         params.append(pytest.param(command, example, marks=marks, id=command[:70]))
@@ -337,12 +346,21 @@ def test_readme_example_runs(command: str, example: Example, workdir: Path) -> N
     if "-" in runs[0][1:] and "--out" in runs[0]:
         return _run_pipe(runs[0], workdir)
     for tokens in runs:
+        if os.environ.get(SUBPROCESS_ENV):
+            process = subprocess.run([sys.executable, "-m", "sepconv_cli", *_argv(tokens, example)], capture_output=True,
+                                     text=True, timeout=600, cwd=workdir, env=_env())
+            assert process.returncode == 0, f"{shlex.join(tokens)}\n{process.stderr}"
+            continue
         result = CliRunner().invoke(cli, _argv(tokens, example), prog_name="sepconv")
         assert result.exit_code == 0, f"{shlex.join(tokens)}\n{result.output}"
     for pattern in example.outputs:
         assert any(p.is_file() and p.stat().st_size > 0 for p in workdir.glob(pattern)), (pattern, sorted(
             str(p.relative_to(workdir)) for p in workdir.rglob("*")))
     return None
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def _run_pipe(tokens: list[str], workdir: Path) -> None:
@@ -353,10 +371,9 @@ def _run_pipe(tokens: list[str], workdir: Path) -> None:
     data, originals = stream_bytes("y4m", frames=4)
     result = subprocess.run(
         [sys.executable, "-m", "sepconv_cli", *tokens[1:]], input=data, capture_output=True, timeout=300, cwd=workdir,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        env=_env(),
     )
     assert result.returncode == 0, result.stderr.decode()
-    import io
 
     with av.open(io.BytesIO(result.stdout)) as container:
         stream = container.streams.video[0]
