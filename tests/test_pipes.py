@@ -15,7 +15,6 @@ import subprocess
 import sys
 import termios
 import threading
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -222,12 +221,10 @@ def test_ctrl_c_while_waiting_for_stdin_exits_130(flowsep_weights: Path) -> None
             quiet[0] = 0
         return quiet[0] >= 3
 
-    started_at = time.monotonic()
     code, stderr = interrupt_when(proc, started)
     proc.stdin.close()
     assert code == 130, stderr
     assert interrupted_cleanly(stderr), stderr
-    assert time.monotonic() - started_at < 60
     assert bytes(got).startswith(b"YUV4MPEG2")
 
 

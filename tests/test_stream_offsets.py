@@ -83,3 +83,20 @@ def test_audio_that_outlasts_the_video_is_not_a_truncated_video(tmp_path: Path) 
         warnings.simplefilter("error", VideoWarning)
         assert len(list(reader)) == 12
     assert not reader.truncated
+
+
+@pytest.mark.parametrize("flag", [["--factor", "2"], ["--fps", "60"]], ids=["factor", "fps"])
+def test_the_cli_keeps_the_offset_too(tmp_path: Path, flag: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from sepconv_cli.cli import cli
+
+    monkeypatch.delenv("SEPCONV_WEIGHTS_DIR", raising=False)  # the shipped flowsep weights
+    src = make_video(tmp_path / "in.mp4", frames=6, rate=25, video_start=OFFSET)
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(cli, ["interpolate", str(src), *flag, "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    times = video_times(out)
+    step = Fraction(1, 50) if flag[0] == "--factor" else Fraction(1, 60)
+    assert times[0] == OFFSET and times == [OFFSET + k * step for k in range(len(times))]
+    assert audio_times(out) == audio_times(src)
