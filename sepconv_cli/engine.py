@@ -27,6 +27,10 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# The README section that says how to get a GPU seen (tests hold it to an existing heading).
+GPU_SECTION = "On a GPU"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` → the first CUDA GPU if there is one, else the CPU; ``cuda[:N]`` must exist."""
     if str(device) == "auto":
@@ -37,7 +41,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise DeviceError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("--device cuda was asked for, but PyTorch sees no CUDA GPU (see README: GPU install)")
+            raise DeviceError(
+                f"--device {device} was asked for, but PyTorch sees no CUDA GPU (README.md, section "
+                f"'{GPU_SECTION}': a CUDA build of PyTorch and an NVIDIA driver)"
+            )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise DeviceError(f"there is no {resolved}: {torch.cuda.device_count()} CUDA GPU(s) visible")
     elif resolved.type != "cpu":

@@ -55,6 +55,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sepconv_cli import __version__
+from sepconv_cli.engine import GPU_SECTION
 from sepconv_cli.data.dataset import MixedDataset, SceneDataset, TripletDataset, split_cache, to_frames
 from sepconv_cli.errors import DeviceError, InputError, OutputError, SepconvError, WeightsError
 from sepconv_cli.losses import Objective, build_objective, default_losses
@@ -240,7 +241,7 @@ def resolve_device(option: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if option.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {option}: PyTorch sees no CUDA GPU")
+            raise DeviceError(f"--device {option}: PyTorch sees no CUDA GPU (README.md, section '{GPU_SECTION}')")
         device = torch.device(f"cuda:{local_rank}") if option == "cuda" else torch.device(option)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s)")

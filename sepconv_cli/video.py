@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import re
 import threading
 import warnings
 from collections import deque
@@ -240,6 +241,15 @@ def _y4m_chroma(header: bytes) -> str | None:
     return "center"  # no C tag: 4:2:0 with JPEG siting, by the format's definition
 
 
+def _tag_seconds(tag: str) -> float | None:
+    """A Matroska ``DURATION`` tag (``HH:MM:SS.fffffffff``) in seconds; None if it is not one."""
+    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", tag.strip())
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def _describe(
     container: av.container.InputContainer, path: str | Path, *, decode_first: bool, header: bytes = b""
 ) -> VideoInfo:
@@ -250,8 +260,13 @@ def _describe(
     ctx = stream.codec_context
     tb = stream.time_base or Fraction(1, 90000)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(0)
+    track_end = _tag_seconds(stream.metadata.get("DURATION", ""))
     if stream.duration:
         duration = float(stream.duration * tb)
+    elif track_end is not None:
+        # Matroska has no stream duration but tags each track with where it ends; the
+        # container's duration is the longest track's, often the audio's.
+        duration = track_end
     elif container.duration:
         duration = container.duration / av.time_base
     else:

@@ -73,6 +73,8 @@ def make_video(
     audio_codec: str | None = None,
     subtitles: bool = False,
     options: dict[str, str] | None = None,
+    video_start: Fraction | int = 0,
+    audio_start: Fraction | int = 0,
 ) -> Path:
     """Render a small synthetic video to ``path`` and return it.
 
@@ -86,6 +88,9 @@ def make_video(
       matrix and range so a correct reader gets the rendered RGB back.
     - ``rotation``: display-matrix rotation in degrees (counter-clockwise).
     - ``subtitles``: one SubRip cue (Matroska only).
+    - ``video_start`` / ``audio_start``: seconds at which the first video frame / audio
+      sample is presented (a clip cut from a longer recording rarely starts at 0, nor do
+      its streams together); ``video_start`` must be a whole number of time-base units.
     """
     path = Path(path)
     rate = Fraction(rate)
@@ -126,6 +131,10 @@ def make_video(
         )
         rng = "JPEG" if colour.get("color_range") == 2 else "MPEG"
 
+        video_offset = Fraction(video_start) / time_base
+        if video_offset.denominator != 1:
+            raise ValueError(f"video_start {video_start} is not a multiple of the time base {time_base}")
+        audio_offset = round(Fraction(audio_start) * AUDIO_RATE)
         next_audio = 0
         total_samples = int(duration_s * AUDIO_RATE)
         for i in range(frames):
@@ -135,7 +144,7 @@ def make_video(
             vf = vf.reformat(format=pix_fmt, dst_colorspace=space, dst_color_range=rng)
             for key, value in colour.items():
                 setattr(vf, key, value)
-            vf.pts = pts_ms[i] if pts_ms is not None else i
+            vf.pts = int(video_offset) + (pts_ms[i] if pts_ms is not None else i)
             vf.time_base = time_base
             out.mux(vs.encode(vf))
             # Keep audio roughly interleaved with the video as a real file would be.
@@ -150,7 +159,7 @@ def make_video(
                 fmt = aud.codec_context.format.name if aud.codec_context.format else "fltp"
                 af = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
                 af.sample_rate = AUDIO_RATE
-                af.pts = next_audio
+                af.pts = audio_offset + next_audio
                 af.time_base = Fraction(1, AUDIO_RATE)
                 if fmt != "fltp":
                     af = av.AudioResampler(format=fmt, layout="mono", rate=AUDIO_RATE).resample(af)

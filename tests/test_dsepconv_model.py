@@ -42,10 +42,19 @@ def test_gradients_reach_every_head(tiny_dsepconv: torch.nn.Module) -> None:
 
 
 def test_weights_round_trip_and_engine(tmp_path: Path, tiny_dsepconv: torch.nn.Module) -> None:
+    # Every parameter moved off its initial value (the offset heads start at zero), so a
+    # tensor that failed to load would show in the outputs.
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for parameter in tiny_dsepconv.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
     path = tmp_path / "d.pt"
     save_weights(tiny_dsepconv, path, quantised=False)
     model = load_weights(path, model="dsepconv")
     assert model.config == tiny_dsepconv.config
+    original = tiny_dsepconv.state_dict()
+    assert all(torch.equal(value, original[name]) for name, value in model.state_dict().items())
     a, b = torch.rand(1, 3, 45, 37), torch.rand(1, 3, 45, 37)
     out = Interpolator(model, device="cpu").midpoint(a, b)
     assert out.shape == (1, 3, 45, 37) and 0 <= out.min() and out.max() <= 1
+    assert torch.equal(out, Interpolator(tiny_dsepconv, device="cpu").midpoint(a, b))

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,6 +87,24 @@ def test_device_errors() -> None:
         with pytest.raises(DeviceError, match="no CUDA GPU"):
             resolve_device("cuda")
         assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("where", ["interpolate", "train"])
+def test_no_gpu_points_to_a_readme_section_that_exists(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    from sepconv_cli import training
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    resolve = engine.resolve_device if where == "interpolate" else training.resolve_device
+    with pytest.raises(DeviceError, match="no CUDA GPU") as caught:
+        resolve("cuda")
+    section = re.search(r"section '([^']+)'", str(caught.value)).group(1)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    headings, in_code = [], False
+    for line in readme.splitlines():
+        in_code ^= line.startswith("```")
+        if not in_code and line.startswith("#"):
+            headings.append(line.lstrip("#").strip())
+    assert section in headings, (section, headings)
 
 
 def test_empty_batch(tiny_sepconv: torch.nn.Module) -> None:

@@ -312,6 +312,33 @@ def test_limit_and_progress_callback(tmp_path: Path) -> None:
     assert result.triplets == 2 and seen == [(0, 2), (1, 2), (2, 2)]
 
 
+def test_seconds_per_frame_time_warm_calls_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's first call (allocations, a kernel build) took 4.8 s against 0.3 s warm; only
+    warm calls may count. Measured on a fake clock that each call advances."""
+    import time
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    class SlowStart(Duplicate):
+        name = "slow-start"
+        calls = 0
+
+        def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
+            clock[0] += 10.0 if self.calls == 0 else 0.25
+            self.calls += 1
+            return super().__call__(first, second, t)
+
+    video = make_video(tmp_path / "pan.mp4", frames=9, audio=False)  # 4 triplets
+    method = SlowStart()
+    result = run_evaluation(open_benchmark("video", [video]), [method, Blend()])
+    timed = [f.seconds for f in result.frames if f.method == "slow-start"]
+    assert timed == [0.25] * 4 and method.calls == 5  # one untimed warm-up call
+    assert [f.psnr for f in result.frames if f.method == "slow-start"] == [
+        f.psnr for f in run_evaluation(open_benchmark("video", [video]), [Duplicate()]).frames
+    ]  # the scores are the warm call's, the same as ever
+
+
 def test_nothing_readable_is_an_input_error(tmp_path: Path) -> None:
     write_png(tmp_path / "1" / "frame_00.png", 0)
     with pytest.raises(InputError, match=r"no ucf101 triplet could be scored \(1 skipped\)"):
@@ -408,7 +435,8 @@ def test_progress_lines_come_at_milestones_and_at_least_every_30_s() -> None:
         shown.step(Step(sample, 1 if sample == "a.mp4" else 2, 2, method, done, total, done, None))
 
     at(0, 0, "dup")  # the first one always
-    at(1, 0)         # same milestone
+    at(1, 0)         # same milestone, but the first triplet's next method (its warm-up)
+    at(1.5, 0)       # the same method again: nothing new
     at(2, 4)         # a new tenth, but too soon after the last line
     at(6, 5)         # still that tenth, now due
     at(7, 8)         # a new tenth, too soon
@@ -418,6 +446,7 @@ def test_progress_lines_come_at_milestones_and_at_least_every_30_s() -> None:
     at(50, 0, sample="b.mp4", total=None)  # a new clip, total unknown
     assert [line.split(" [")[0] for line in lines] == [
         "eval video: a.mp4 (1/2): 0/40 (0%) triplets scored, now dup; all clips 0",
+        "eval video: a.mp4 (1/2): 0/40 (0%) triplets scored, now flow; all clips 0",
         "eval video: a.mp4 (1/2): 5/40 (12%) triplets scored, now flow; all clips 5",
         "eval video: a.mp4 (1/2): 8/40 (20%) triplets scored, now flow; all clips 8",
         "eval video: a.mp4 (1/2): 9/40 (22%) triplets scored, now flow; all clips 9",

@@ -122,6 +122,62 @@ def test_flow_baseline_weights_follow_the_time() -> None:
     assert torch.allclose(FlowPrior(a, b, f01, f10, 1.0).blend(), b, atol=1e-6)
 
 
+def _sample(image: np.ndarray, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
+    """(C, H, W) ``image`` read bilinearly at (x + fx, y + fy), positions clamped to the frame."""
+    _, height, width = image.shape
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    px, py = np.clip(x + fx, 0, width - 1), np.clip(y + fy, 0, height - 1)
+    x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    ax, ay = px - x0, py - y0
+    return ((1 - ay) * ((1 - ax) * image[:, y0, x0] + ax * image[:, y0, x1])
+            + ay * ((1 - ax) * image[:, y1, x0] + ax * image[:, y1, x1]))
+
+
+def test_flow_baseline_weights_at_an_inner_time_match_numpy() -> None:
+    """At t = 0.3 the weights follow w0 = (1-t)·[inside]/(1+e0²), w1 = t·[inside]/(1+e1²).
+
+    The flows are made by hand: 3 px right one way and back the other, except in a block
+    where F10 disagrees (an occlusion), so the forward-backward errors, and with them the
+    occlusion factor, differ between the two frames there.
+    """
+    height, width, t = 20, 24, 0.3
+    f01 = np.zeros((2, height, width))
+    f01[0] = 3.0
+    f10 = -f01.copy()
+    f10[:, 6:14, 8:16] = np.array([1.5, -2.0])[:, None, None]
+    rng = np.random.default_rng(0)
+    frame0, frame1 = rng.random((3, height, width)), rng.random((3, height, width))
+
+    ft0 = -(1 - t) * t * f01 + t * t * f10
+    ft1 = (1 - t) ** 2 * f01 - t * (1 - t) * f10
+    e0 = np.hypot(*(ft0 + _sample(f01, *ft0) - ft1))
+    e1 = np.hypot(*(ft1 + _sample(f10, *ft1) - ft0))
+    y, x = np.mgrid[0:height, 0:width]
+
+    def inside(flow: np.ndarray) -> np.ndarray:
+        px, py = x + flow[0], y + flow[1]
+        return ((px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)).astype(np.float64)
+
+    w0 = (1 - t) * inside(ft0) / (1 + e0**2)
+    w1 = t * inside(ft1) / (1 + e1**2)
+    weight0 = np.where(w0 + w1 < 1e-6, 1 - t, w0 / np.maximum(w0 + w1, 1e-6))
+    blend = weight0 * _sample(frame0, *ft0) + (1 - weight0) * _sample(frame1, *ft1)
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array)[None]
+
+    prior = FlowPrior(tensor(frame0), tensor(frame1), tensor(f01), tensor(f10), t)
+    np.testing.assert_allclose(prior.error0[0, 0].numpy(), e0, atol=1e-9)
+    np.testing.assert_allclose(prior.error1[0, 0].numpy(), e1, atol=1e-9)
+    np.testing.assert_allclose(prior.weight0[0, 0].numpy(), weight0, atol=1e-9)
+    np.testing.assert_allclose(prior.blend()[0].numpy(), blend, atol=1e-9)
+    # The case has teeth: inside the block the occlusion factor moves the weight far from
+    # the plain time weight 1 - t, and the frame's edges are outside for one of the frames.
+    assert np.abs(weight0[6:14, 8:16] - (1 - t)).max() > 0.2
+    assert inside(ft0).min() == 0 or inside(ft1).min() == 0
+
+
 # --------------------------------------------------------------------------------------
 # The network
 
@@ -149,6 +205,23 @@ def test_inputs_come_back_at_t0_and_t1_whatever_the_weights() -> None:
     assert (start - a).abs().max() < 1 / 255 and (end - b).abs().max() < 1 / 255
     assert (middle - baseline(a, b)).abs().max() > 0.01  # the residuals do act in between
     assert float(gate(torch.tensor(0.5))) == 1 and float(gate(torch.tensor(0.0))) == 0
+
+
+@pytest.mark.parametrize("t", [0.3, 0.5])
+def test_a_flat_colour_stays_flat_whatever_the_weights(t: float) -> None:
+    """Each candidate divides by its kernels' sum, so any kernels, offsets and masks the
+    heads predict reproduce a flat colour exactly; without that normalisation the colour
+    would be scaled by Σ v·h·m, which random heads push far from 1."""
+    colour = torch.tensor([0.8, 0.35, 0.1]).view(1, 3, 1, 1)
+    flat = colour.expand(1, 3, 32, 48).contiguous()
+    torch.manual_seed(1)
+    flows = (torch.randn(1, 2, 32, 48) * 2, torch.randn(1, 2, 32, 48) * 2)
+    for seed in range(3):
+        model = randomised(seed=seed)
+        torch.nn.init.normal_(model.head.weight, std=0.2)
+        with torch.no_grad():
+            out = model(flat, flat, t=t, flows=flows)
+        assert (out - colour).abs().max() < 1e-5
 
 
 def test_a_batch_of_times_equals_one_call_per_time() -> None:

@@ -17,7 +17,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sepconv_cli import pipeline
 from sepconv_cli.cli import cli
 from sepconv_cli.errors import OutputError
 from sepconv_cli.models.registry import build_model, save_weights
@@ -366,7 +365,3 @@ def test_help_names_fps_and_the_default_model() -> None:
     code, output = run("interpolate", "--help")
     assert code == 0
     assert "--fps RATE" in output and "[default: flowsep]" in output
-
-
-def test_pipeline_exports_the_rate_note() -> None:
-    assert "k/RATE" in pipeline.RATE_NOTE

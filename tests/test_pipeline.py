@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 import warnings
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sepconv_cli import pipeline, scenes
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.pipeline import VideoOptions, interpolate_video
 from sepconv_cli.video import FrameReader, VideoWarning, iter_frames, probe
-from tests.media import VFR_STEPS_MS, decode_rgb, make_audio_only, make_video
+from tests.media import decode_rgb, make_audio_only, make_video
 
 
 def blend(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -452,9 +453,32 @@ def test_audio_reencoded_only_when_container_cannot_hold_it(tmp_path: Path) -> N
     assert stream_seconds(tmp_path / "out.mp4", "audio") == pytest.approx(0.4, abs=0.05)
 
 
-def test_report_summary_and_note() -> None:
-    assert "F−1" in pipeline.FRAME_COUNT_NOTE or "F-1" in pipeline.FRAME_COUNT_NOTE
-    assert VFR_STEPS_MS  # media helper constant used by the VFR test
+def test_report_summary_says_what_was_done() -> None:
+    report = pipeline.InterpolationReport(
+        input_path=Path("in.mp4"), output_path=Path("/x/out.mp4"), factor=2, input_frames=12, output_frames=24,
+        input_rate=Fraction(30000, 1001), output_rate=Fraction(60000, 1001), input_duration=0.4, output_duration=0.4,
+        cuts=1, skipped_packets=2, seconds=1.31, duplicates=3,
+    )
+    assert report.summary() == (
+        "out.mp4: 12 → 24 frames, 30000/1001 (≈29.970) → 60000/1001 (≈59.940) fps, 0.400 s, "
+        "3 duplicate frames found, 1 cut not blended, 2 corrupt packet(s) skipped, in 1.3 s"
+    )
+    plain = replace(report, input_rate=Fraction(25), output_rate=Fraction(50), cuts=0, skipped_packets=0,
+                    duplicates=1)
+    assert plain.summary() == "out.mp4: 12 → 24 frames, 25 → 50 fps, 0.400 s, 1 duplicate frame found, in 1.3 s"
+    assert "duplicate" not in replace(plain, duplicates=None).summary()  # dedup off says nothing
+
+
+def test_the_last_frame_is_repeated_f_minus_1_times_as_the_note_says(tmp_path: Path) -> None:
+    """FRAME_COUNT_NOTE: the last frame has no successor, so it is repeated F−1 times."""
+    assert "repeated F−1 times" in pipeline.FRAME_COUNT_NOTE
+    src = make_video(tmp_path / "in.mkv", frames=4, audio=False, codec="ffv1", pix_fmt="yuv444p")
+    run(src, tmp_path / "out.mkv", factor=4, lossless=True)
+    got = [f.rgb for f in iter_frames(tmp_path / "out.mkv")]
+    last = [f.rgb for f in iter_frames(src)][-1]
+    assert len(got) == 16
+    assert all(np.array_equal(frame, last) for frame in got[12:])
+    assert not np.array_equal(got[11], last)  # the frame before is a blend, not a copy
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where no NVIDIA GPU exists")

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -62,6 +64,31 @@ def test_bad_weights_files_are_clear_errors(tmp_path: Path, tiny_sepconv: torch.
     save_weights(tiny_sepconv, good)
     with pytest.raises(WeightsError, match="not 'dsepconv'"):
         load_weights(good, model="dsepconv")
+
+
+def test_a_video_or_image_given_as_weights_is_named_for_what_it_is(tmp_path: Path) -> None:
+    from tests.media import make_video
+
+    cases = {
+        make_video(tmp_path / "fake.mp4", frames=2, audio=False): "is an MP4/QuickTime video, not a weights file",
+        make_video(tmp_path / "fake.mkv", frames=2, audio=False): "is a Matroska/WebM video, not a weights file",
+    }
+    png = tmp_path / "frame.png"
+    cv2.imwrite(str(png), np.zeros((4, 4, 3), np.uint8))
+    cases[png] = "is a PNG image, not a weights file"
+    page = tmp_path / "flowsep.pt"
+    page.write_text("<!DOCTYPE html>\n<html><body>404</body></html>\n")
+    cases[page] = "is an HTML page (a failed download?), not a weights file"
+    pointer = tmp_path / "lfs.pt"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")
+    cases[pointer] = "is a Git LFS pointer"
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    cases[empty] = "is an empty file, not a weights file"
+    for path, message in cases.items():
+        with pytest.raises(WeightsError) as caught:
+            load_weights(path)
+        assert str(caught.value).startswith(f"{path} {message}"), str(caught.value)
 
 
 class _Payload:  # an arbitrary object: unpickling it would run code

@@ -34,7 +34,15 @@ def test_default_weights_ship_load_without_code_and_are_small() -> None:
     assert model.head.weight.abs().sum() > 0  # trained, not the zero-initialised head
 
 
-def test_shipped_model_is_not_worse_than_flow_on_large_motion() -> None:
+# The README's claim is "+0.11 dB on average" over the flow baseline on real clips. On these
+# scenes the shipped weights score +0.31 dB (worst scene -0.03 dB), while the untrained
+# baseline they start from (the head scaled by 1e-6) scores +0.0015 dB: 0.1 dB tells them apart
+# with room on both sides.
+MARGIN_DB = 0.1
+WORST_SCENE_DB = -0.1
+
+
+def test_shipped_model_beats_flow_by_the_readme_margin_on_large_motion() -> None:
     """A regression guard: procedural scenes with up to 40 px of motion, none seen in training."""
     torch.set_num_threads(1)
     rng = np.random.default_rng(7)
@@ -48,12 +56,14 @@ def test_shipped_model_is_not_worse_than_flow_on_large_motion() -> None:
 
     def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> float:
         error = (prediction.clamp(0, 1).mul(255).round() - truth.mul(255)).pow(2).mean(dim=(1, 2, 3))
-        return float((10 * torch.log10(255**2 / error.clamp_min(1e-10))).mean())
+        return 10 * torch.log10(255**2 / error.clamp_min(1e-10))  # per scene
 
     with torch.no_grad():
         ours = psnr(model(frames[:, 0], frames[:, 2]), frames[:, 1])
         flow = psnr(baseline(frames[:, 0], frames[:, 2]), frames[:, 1])
-    assert ours > flow - 0.1, (ours, flow)
+    gain = ours - flow
+    assert float(gain.mean()) > MARGIN_DB, gain
+    assert float(gain.min()) > WORST_SCENE_DB, gain
 
 
 def test_readme_first_command_runs_on_shipped_weights(tmp_path: Path) -> None:

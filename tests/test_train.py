@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -371,3 +372,20 @@ def test_torchrun_two_gloo_processes_end_with_identical_weights(cache: Path, tmp
     loss = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
     loss_single = json.loads((single / "metrics.jsonl").read_text().splitlines()[0])["loss"]
     assert loss == pytest.approx(loss_single, rel=1e-5)
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    missing = [f"{name} --{p.name}" for name, command in cli.commands.items() for p in command.params
+               if isinstance(p, click.Option) and not (p.help or "").strip()]
+    assert missing == []
+
+
+def test_train_help_states_the_default_loss_of_each_model_and_the_readme_lists_every_loss() -> None:
+    from sepconv_cli.losses import SHORTHANDS, TERMS, default_losses
+
+    help_text = " ".join(CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output.split())
+    assert "[default: l1 for sepconv and flowsep, dsepconv for dsepconv]" in help_text
+    assert [default_losses(m) for m in ("sepconv", "flowsep", "dsepconv")] == [["l1"], ["l1"], ["dsepconv"]]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    training = readme[readme.index("## Training: `sepconv train`"):]
+    assert [name for name in (*TERMS, *SHORTHANDS) if f"`{name}`" not in training] == []

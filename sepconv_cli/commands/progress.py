@@ -67,7 +67,10 @@ def _fraction(done: int, total: int | None) -> str:
 
 class ScoringLines(ScoringProgress):
     """A plain line per milestone, for logs: when a clip starts or passes another tenth,
-    but at most one line every ``min_gap_s``; and at least one every ``every_s``."""
+    but at most one line every ``min_gap_s``; and at least one every ``every_s``. On the
+    run's first triplet a line also comes as each method starts, since that is when a
+    model warms up (seconds, against a fraction of one on later frames): the log says
+    which method it is waiting for, not only the first."""
 
     def __init__(self, description: str, write: Callable[[str], None], *, unit: str = "triplets",
                  every_s: float = 30.0, min_gap_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -76,6 +79,7 @@ class ScoringLines(ScoringProgress):
         self.started = clock()
         self.last_line: float | None = None
         self.milestone: tuple[str, int | None] | None = None
+        self.method: str | None = None
 
     def step(self, position: Step) -> None:
         now = self.clock()
@@ -86,7 +90,9 @@ class ScoringLines(ScoringProgress):
             self.last_line is None
             or now - self.last_line >= self.every_s
             or (milestone != self.milestone and now - self.last_line >= self.min_gap_s)
+            or (p.overall_done == 0 and p.method != self.method)
         )
+        self.method = p.method
         if not due:
             return
         self.last_line, self.milestone = now, milestone

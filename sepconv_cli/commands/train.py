@@ -104,12 +104,14 @@ def _default_workers() -> int:
 @click.option("--elastic", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of procedural scenes that also deform non-rigidly (foliage, water), "
                    "oscillating in time so linear motion misses the middle frame.")
-@click.option("--model", type=click.Choice(sorted(MODELS)), default="sepconv", show_default=True)
+@click.option("--model", type=click.Choice(sorted(MODELS)), default="sepconv", show_default=True,
+              help="Network to train: flowsep (interpolate's default, any time t, CPU-sized), sepconv or dsepconv "
+                   "(midpoints only).")
 @click.option("--model-config", multiple=True, metavar="KEY=VALUE|JSON",
               help='Override the model\'s defaults, e.g. kernel_size=5 channels=[4,4,8,8,8] (repeatable).')
 @click.option("--loss", multiple=True, metavar="NAME[:WEIGHT]",
               help="l1, l2, charbonnier, ssim, vgg, gradient, flip-charbonnier, dsepconv; repeat or join with + "
-                   "(e.g. --loss l1 --loss vgg:1e-5). [default: l1 for sepconv, dsepconv for dsepconv]")
+                   "(e.g. --loss l1 --loss vgg:1e-5). [default: l1 for sepconv and flowsep, dsepconv for dsepconv]")
 @click.option("--vgg-weights", type=click.Path(path_type=Path, dir_okay=False),
               help="torchvision VGG-19 state dict (vgg19-dcbb9e9d.pth) for the vgg loss.")
 @click.option("--init", type=click.Path(path_type=Path, dir_okay=False), help="Start from these weights (fine-tuning).")
@@ -124,7 +126,8 @@ def _default_workers() -> int:
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdaMax learning rate.")
 @click.option("--lr-decay-every", type=click.IntRange(0), default=0, show_default=True,
               help="Multiply the learning rate by --lr-decay-factor every N epochs (0: constant).")
-@click.option("--lr-decay-factor", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
+@click.option("--lr-decay-factor", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="What --lr-decay-every multiplies the learning rate by.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs to train [default: 50, or none with --max-steps/--time-budget].")
 @click.option("--max-steps", type=click.IntRange(1), help="Stop after this many optimizer steps in all.")
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",

@@ -16,7 +16,10 @@ every method, and scores each 8-bit prediction against the ground truth:
   natural frames it agrees to ~1e-8).
 
 A sample's (and the overall) PSNR and SSIM are the means of its frames' scores;
-``seconds`` is the time the method itself took on them (not reading or scoring). On an
+``seconds`` is the time the method itself took on them (not reading or scoring), on warm
+calls only: each method first runs once, untimed, on the first triplet it scores, so that
+a model's one-off start-up (allocations, a kernel build, the first DIS instance) does not
+count as seconds per frame. On an
 any-time benchmark the scores are also given per time t (``SampleScore.t``), methods
 that predict only midpoints are left out (``Evaluation.left_out`` says why), and the
 JSON records and CSV rows carry a ``t``; midpoint benchmarks write exactly what they
@@ -267,6 +270,7 @@ def run_evaluation(
     heaps: dict[str, list[tuple[float, int, WorstFrame]]] = {m.name: [] for m in methods}
     counter = 0
     done = 0
+    warm: set[str] = set()
     if progress:
         progress(0, total)
     for number, sample in enumerate(dataset.samples, 1):
@@ -290,9 +294,13 @@ def run_evaluation(
                     if on_step:
                         on_step(Step(sample.name, number, len(dataset.samples), method.name, sample_done, expected,
                                      done, total))
-                    started = time.perf_counter()
                     # Two arguments at the midpoint, so that predictors written before t existed still run there.
-                    prediction = method(item.first, item.second) if item.t == 0.5 else method(item.first, item.second, item.t)
+                    args = (item.first, item.second) if item.t == 0.5 else (item.first, item.second, item.t)
+                    if method.name not in warm:
+                        method(*args)  # the warm-up call, not timed
+                        warm.add(method.name)
+                    started = time.perf_counter()
+                    prediction = method(*args)
                     seconds = time.perf_counter() - started
                     value, similarity = score(prediction, item.truth)
                     result.frames.append(FrameScore(dataset.benchmark, item.sample, item.frame, method.name, value, similarity,
