@@ -5,15 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from sepconv_cli.adaptation import AdaptOptions, adapt, adapted_weights, parse_duration, spread_triplets
 from sepconv_cli.cli import cli
-from sepconv_cli.models.registry import load_weights
+from sepconv_cli.evaluation.adapted import adapted_methods, input_frames
+from sepconv_cli.evaluation.benchmarks import Dataset, Sample, Triplet
+from sepconv_cli.evaluation.methods import build_methods
+from sepconv_cli.evaluation.runner import run_evaluation
+from sepconv_cli.models.registry import build_model, load_weights, save_weights
 from sepconv_cli.training import parameter_digest
 from tests.interrupts import interrupt_when, interrupted_cleanly
 from tests.media import decode_rgb, make_video
@@ -69,12 +75,18 @@ def test_adaptation_that_cannot_help_keeps_the_original_weights(tmp_path: Path, 
         assert "kept the original weights" in result.summary()
 
 
-def test_adaptation_that_helps_is_used_and_says_by_how_much(tmp_path: Path, flowsep_weights: Path) -> None:
+def test_adaptation_that_helps_is_used_and_says_by_how_much(tmp_path: Path) -> None:
+    # A network whose head is noise does worse than it could on any video: adapting must fix some of it.
+    torch.manual_seed(0)
+    network = build_model("flowsep", {"channels": [4, 8, 8, 8]})
+    torch.nn.init.normal_(network.head.weight, std=0.05)
+    base = tmp_path / "noisy.pt"
+    save_weights(network, base)
     options = AdaptOptions(**{**TINY.__dict__, "steps": 12, "lr": 1e-3})
-    result = adapt(moving_frames(), flowsep_weights, tmp_path / "work", options)
+    result = adapt(moving_frames(), base, tmp_path / "work", options)
     assert result.adapted, result.summary()
     assert result.best_psnr > result.base_psnr
-    assert parameter_digest(load_weights(result.weights)) != parameter_digest(load_weights(flowsep_weights))
+    assert parameter_digest(load_weights(result.weights)) != parameter_digest(load_weights(base))
     assert f"{result.gain:+.2f} dB" in result.summary()
 
 
@@ -151,3 +163,32 @@ def test_ctrl_c_while_adapting_exits_130_and_leaves_nothing(tmp_path: Path, flow
     assert not out.exists() and not list(tmp_path.glob("*.partial*"))
     assert not list(temp.iterdir())
     assert not kept.exists() or not list(kept.iterdir())
+
+
+def _clip_dataset(frames: list[np.ndarray], truth: Callable[[int], np.ndarray]) -> Dataset:
+    """The ``video`` protocol on ``frames``: predict every odd frame from its even neighbours."""
+    def read() -> Iterator[Triplet]:
+        for k in range(0, len(frames) - 2, 2):
+            yield Triplet("clip", str(k + 1), frames[k], frames[k + 2], truth(k + 1))
+
+    return Dataset("video", (), (Sample("clip", (len(frames) - 1) // 2, read),))
+
+
+def test_eval_adapts_on_the_given_frames_only(flowsep_weights: Path) -> None:
+    frames = moving_frames(25)
+    noise = np.random.default_rng(1).integers(0, 256, frames[0].shape).astype(np.uint8)
+    honest = _clip_dataset(frames, lambda k: frames[k])
+    scrambled = _clip_dataset(frames, lambda k: noise)
+    assert all(np.array_equal(a, b) for a, b in zip(input_frames(honest.samples[0]), frames[0::2], strict=True))
+
+    digests, scores = [], []
+    for dataset in (honest, scrambled):
+        base = build_methods(["flowsep"], weights=[flowsep_weights])
+        adapted = adapted_methods(base, TINY)
+        result = run_evaluation(dataset, [*base, *adapted])
+        digests.append(parameter_digest(adapted[0].interpolator.model))
+        scores.append([s.psnr for s in result.overall() if s.method == "flowsep+adapt"][0])
+        assert "clip" in adapted[0].results
+    # The ground truth changed completely, the adapted weights not at all; the scores did.
+    assert digests[0] == digests[1]
+    assert scores[0] > scores[1] + 10

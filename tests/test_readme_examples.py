@@ -249,8 +249,7 @@ EXAMPLES: dict[str, Example] = {
     "ffmpeg -i in.mkv -f yuv4mpegpipe - | sepconv interpolate - --out - --format y4m | ffmpeg -i - out.mp4": Example(),
     "sepconv interpolate cartoon.mp4 --dedup --out smooth.mp4": Example(media=("cartoon.mp4",), outputs=("smooth.mp4",)),
     "sepconv interpolate clips/ --fps 60 --out clips.60/": Example(
-        media=("clips",), outputs=("clips.60/a.mp4", "clips.60/b.mp4"),
-        known_broken="issue 18 item 8: a trailing / is taken as a file ('.60' suffix); fixed on another branch"),
+        media=("clips",), outputs=("clips.60/a.mp4", "clips.60/b.mp4")),
     # ## sepconv prepare
     "sepconv prepare davis/ --patches 20": Example(
         media=("davis",), outputs=("cache/patches/index.json",), extra={"prepare": ("--size", "32", "--workers", "1")}),

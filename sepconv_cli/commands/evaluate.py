@@ -11,7 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sepconv_cli.adaptation import AdaptOptions
+from sepconv_cli.commands.adapting import DEFAULT_BUDGET, Duration
 from sepconv_cli.commands.progress import scoring_progress, silence_info
+from sepconv_cli.evaluation.adapted import adapted_methods
 from sepconv_cli.engine import PRECISIONS
 from sepconv_cli.evaluation import (
     BASELINES,
@@ -123,6 +126,10 @@ def render_tables(result: Evaluation, console: Console) -> None:
               help="Weights file for a model method (each file names its model); repeatable. "
                    "Without it a model method uses the shipped weights.")
 @click.option("--tta", is_flag=True, help="Self-ensemble model methods over the 8 flips/rotations (8x slower).")
+@click.option("--adapt", type=Duration(), is_flag=False, flag_value=DEFAULT_BUDGET, default=None, metavar="[DURATION]",
+              help=f"Also score each any-time model adapted to every sample first, as 'interpolate --adapt' does "
+                   f"({DEFAULT_BUDGET} if no DURATION), as '<model>+adapt': it learns from the frames the methods "
+                   "are given, never from those they are scored on.")
 @click.option("--limit", type=click.IntRange(1), help="Score only the first N triplets.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Write one record per (benchmark, sample, method) to this JSON file.")
@@ -137,7 +144,7 @@ def render_tables(result: Evaluation, console: Console) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (use with --json/--csv).")
 def evaluate(
     benchmark: str, data: tuple[Path, ...], methods: tuple[str, ...], weights: tuple[Path, ...], tta: bool,
-    limit: int | None, json_path: Path | None, csv_path: Path | None, report_dir: Path | None,
+    adapt: float | None, limit: int | None, json_path: Path | None, csv_path: Path | None, report_dir: Path | None,
     device: str, precision: str, quiet: bool,
 ) -> None:
     """Score interpolation methods on a benchmark, every method on the same frames.
@@ -151,6 +158,9 @@ def evaluate(
     dataset = open_benchmark(benchmark, list(data))
     names, default_note = (list(methods), None) if methods else default_methods()
     chosen = build_methods(names, weights=weights, tta=tta, device=device, precision=precision)
+    if adapt is not None:
+        chosen += adapted_methods(chosen, AdaptOptions(budget=adapt),
+                                  note=(lambda text: None) if quiet else (lambda text: click.echo(text, err=True)))
     # A --weights file for flowsep brings it in anyway: then the note would be wrong.
     has_default = any(getattr(m, "model", None) == DEFAULT_MODEL for m in chosen)
     notes = [default_note] if default_note and not has_default else []

@@ -217,6 +217,7 @@ class ModelMethod(Method):
         self.tta = tta
         self.model = model or name
         self.any_time = bool(getattr(interpolator, "any_time", False))
+        self.weights: Path | None = None  # the file the network came from, where there is one
 
     def _predict(self, a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
         # The midpoint keeps its own call, so interpolators without ``at`` still work there.
@@ -278,7 +279,9 @@ def build_methods(
             for path in files:
                 label = name if len(files) == 1 else f"{name}:{path.stem}"
                 interpolator = Interpolator(load_weights(path, model=name), device=device, precision=precision)
-                methods.append(ModelMethod(label + ("+tta" if tta else ""), interpolator, tta=tta, model=name))
+                method = ModelMethod(label + ("+tta" if tta else ""), interpolator, tta=tta, model=name)
+                method.weights = Path(path)
+                methods.append(method)
         else:
             known = ", ".join([*BASELINES, *sorted(MODELS)])
             raise SepconvError(f"unknown method '{name}' (known: {known})")

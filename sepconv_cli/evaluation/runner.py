@@ -281,6 +281,11 @@ def run_evaluation(
             expected = min(expected, limit - done)
         first_frame = len(result.frames)
         sample_done = 0
+        for method in methods:
+            begin = getattr(method, "begin_sample", None)
+            if begin is not None:  # e.g. adapting to the sample's input frames (evaluation.adapted)
+                begin(sample)
+                warm.discard(method.name)  # a new network: its first call pays the warm-up again
         items = sample.read()
         try:
             for item in items:
