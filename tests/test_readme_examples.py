@@ -248,8 +248,10 @@ EXAMPLES: dict[str, Example] = {
     "sepconv interpolate clip.mp4 --out frames/%06d.png": Example(media=("clip.mp4",), outputs=("frames/*.png",)),
     "ffmpeg -i in.mkv -f yuv4mpegpipe - | sepconv interpolate - --out - --format y4m | ffmpeg -i - out.mp4": Example(),
     "sepconv interpolate cartoon.mp4 --dedup --out smooth.mp4": Example(media=("cartoon.mp4",), outputs=("smooth.mp4",)),
+    "sepconv interpolate clip.mp4 --adapt 5m --out 2x.mp4": Example(
+        skip="trains for minutes on frames of at least 160 px; tests/test_adaptation.py runs it on a small budget"),
     "sepconv interpolate clips/ --fps 60 --out clips.60/": Example(
-        media=("clips",), outputs=("clips.60/a.mp4", "clips.60/b.mp4")),
+        media=("clips",), outputs=("clips.60/a.60fps.mp4", "clips.60/b.60fps.mp4")),
     # ## sepconv prepare
     "sepconv prepare davis/ --patches 20": Example(
         media=("davis",), outputs=("cache/patches/index.json",), extra={"prepare": ("--size", "32", "--workers", "1")}),
@@ -283,6 +285,8 @@ EXAMPLES: dict[str, Example] = {
     "sepconv eval --benchmark video --data clip1.mp4 --data clip2.mp4 --method blend --method flow --json scores.json":
         Example(media=("clip1.mp4", "clip2.mp4"), outputs=("scores.json",)),
     "sepconv eval --benchmark video-thirds --data clip.mp4": Example(media=("clip.mp4",)),
+    "sepconv eval --benchmark video --data clip.mp4 --adapt 5m": Example(
+        skip="trains for minutes on frames of at least 160 px; tests/test_adaptation.py runs it on a small budget"),
 }
 
 
