@@ -517,7 +517,8 @@ def interpolate(
         interpolator = load()
         multiplier = check_rate(src, settings, interpolator, ctx)
         try:
-            with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=describe(src, dst, settings)) as progress:
+            with frame_progress(enabled=not quiet, lines=not sys.stderr.isatty(),
+                                description=describe(src, dst, settings)) as progress:
                 report = run_one(src, dst, interpolator, settings, progress, multiplier)
         except OutputClosed as closed:
             # The reader took what it wanted (``| head``, ``ffmpeg -frames:v N``): not a failure.
