@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import heapq
 import io
+import math
 import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from sepconv_cli.errors import InputError, OutputError
+from sepconv_cli.timespan import Cut, SpanError, TimeSpan
 
 __all__ = [
     "Frame",
@@ -302,12 +304,21 @@ class FrameReader:
     well before the duration in the file's header a warning says so (``truncated``).
     Frames that change size mid-stream are scaled back to the first frame's size.
 
+    With ``span`` (a ``timespan.TimeSpan``) only that part is read: the demuxer seeks to the
+    keyframe before it, frames before it are decoded and dropped, reading stops at its end,
+    and the first frame kept is at timestamp 0 (``cut`` then says where it was in the file,
+    for copying the audio of the same part). ``info`` then describes the part (its
+    duration, an estimated frame count); ``source_info`` the whole file.
+
     Use as a context manager (or call ``close``) to release the file early.
     """
 
-    def __init__(self, path: str | Path, info: VideoInfo | None = None) -> None:
+    def __init__(self, path: str | Path, info: VideoInfo | None = None, span: TimeSpan | None = None) -> None:
         self.path = Path(path)
-        self.info = info or probe(path)
+        self.source_info = info or probe(path)
+        self.info = _span_info(self.source_info, span) if span is not None else self.source_info
+        self.span = span
+        self.cut: Cut | None = None
         self.skipped_packets = 0
         self.dropped_frames = 0
         self.frames_read = 0
@@ -363,6 +374,10 @@ class FrameReader:
         last_duration: int | None = None
         self._first_ts = 0
         resized_warned = False
+        origin = 0  # the kept part's first timestamp: time 0 of the output (0: whole file)
+        window = _span_window(self.span, self.source_info, tb) if self.span is not None else None
+        if window is not None:
+            _seek_before(container, stream, window[0])
 
         def decoded() -> Iterator[av.VideoFrame]:
             packets = container.demux(stream)
@@ -389,7 +404,16 @@ class FrameReader:
         try:
             for vf, ts in _in_presentation_order(decoded()):
                 if ts is None:
-                    ts = 0 if last_ts is None else last_ts + max(1, step)
+                    ts = (0 if last_ts is None else last_ts + max(1, step)) + origin
+                if window is not None:
+                    if ts < window[0]:
+                        continue
+                    if window[1] is not None and ts >= window[1]:
+                        break
+                    if last_ts is None:
+                        origin = ts
+                        self.cut = Cut(Fraction(ts * tb), window[1] * tb if window[1] is not None else None)
+                    ts -= origin
                 if last_ts is not None and ts <= last_ts:
                     self.dropped_frames += 1
                     continue
@@ -444,11 +468,43 @@ class FrameReader:
                     VideoWarning,
                     stacklevel=2,
                 )
+        if self.frames_read == 0 and self.span is not None and not self.skipped_packets:
+            raise SpanError(f"no video frames from {self.span.describe()} in {self.path.name}")
         if self.frames_read == 0:
             raise InputError(
                 f"no decodable video frames in {self.path}"
                 + (f" ({self.skipped_packets} corrupt packet(s))" if self.skipped_packets else "")
             )
+
+
+def _span_info(info: VideoInfo, span: TimeSpan) -> VideoInfo:
+    """``info`` of the part ``span`` of a video (``SpanError`` when it starts past the end)."""
+    span.check(info.path.name, info.duration)
+    length = None
+    if info.duration is not None:
+        length = float(min(Fraction(info.duration).limit_denominator(10**6) - span.start, span.duration or 10**12))
+    elif span.duration is not None:
+        length = float(span.duration)
+    frames = max(1, round(length * info.frame_rate)) if length and info.frame_rate else None
+    return replace(info, frames=frames, duration=length, start_time=Fraction(0))
+
+
+def _span_window(span: TimeSpan, info: VideoInfo, tb: Fraction) -> tuple[int, int | None]:
+    """The span as ``[first, end)`` timestamps of a stream in ``tb``, on the file's timeline."""
+    first = math.ceil((info.start_time + span.start) / tb)
+    end = None if span.duration is None else math.ceil((info.start_time + span.start + span.duration) / tb)
+    return first, end
+
+
+def _seek_before(container: av.container.InputContainer, stream: Any, timestamp: int) -> None:
+    """Seek to the keyframe at or before ``timestamp`` (in ``stream``'s time base); from a
+    stream that cannot seek (a pipe, some raw formats) the frames are just read and dropped."""
+    if stream.start_time is not None and timestamp <= stream.start_time:
+        return
+    try:
+        container.seek(timestamp, stream=stream, backward=True, any_frame=False)
+    except (av.error.FFmpegError, OSError, ValueError):
+        pass
 
 
 def iter_frames(path: str | Path) -> Iterator[Frame]:
@@ -588,7 +644,9 @@ class VideoWriter:
     ``write``; ``rate`` (default: the template's) is the nominal frame rate given to the
     encoder. ``lossless=True`` encodes FFV1 and needs a ``.mkv`` path. ``file`` (a binary
     file object, e.g. stdout) and ``format`` (FFmpeg's muxer name, e.g. ``"nut"``) write a
-    stream instead of ``path``, which then only names it in messages.
+    stream instead of ``path``, which then only names it in messages. ``cut`` (from a
+    ``FrameReader`` given a span) copies only that part of the audio and subtitles, moved
+    to start where the video does (``timespan.Cut.place``).
 
     Use as a context manager: a normal exit flushes the encoder and the remaining
     audio and writes the trailer; an exception closes the file without finishing it
@@ -612,8 +670,10 @@ class VideoWriter:
         display_name: str | None = None,
         file: Any = None,
         format: str | None = None,
+        cut: Cut | None = None,
     ) -> None:
         self.path = Path(path)
+        self._cut = cut
         self.name = display_name or self.path.name  # in messages (e.g. the final name of a temp file)
         self.template = template
         self.time_base = Fraction(time_base or template.time_base)
@@ -764,6 +824,11 @@ class VideoWriter:
                     f"not copying {s.type} stream #{s.index} of {t.path.name}", VideoWarning, stacklevel=4
                 )
         if selected:
+            if self._cut is not None and self._cut.seek_target() > 0:
+                try:
+                    side.seek(self._cut.seek_target(), backward=True)
+                except (av.error.FFmpegError, OSError, ValueError):
+                    pass  # not seekable: the packets before the cut are read and dropped
             self._side_packets = side.demux(*selected)
         else:
             side.close()
@@ -858,6 +923,13 @@ class VideoWriter:
                     return
                 if packet.dts is None or packet.size == 0:
                     continue
+                if self._cut is not None:
+                    placed = self._cut.place(packet)
+                    if placed is None:
+                        self._side_packets = None  # past the cut: the rest of the file is not needed
+                        return
+                    if not placed:
+                        continue
                 self._pending = packet
             packet = self._pending
             if until is not None and packet.dts * packet.time_base > until:

@@ -40,6 +40,7 @@ from sepconv_cli.sequences import (
     list_frames,
     natural_key,
 )
+from sepconv_cli.timespan import TimeSpan, parse_time
 from sepconv_cli.video import PIPE_FORMATS, Pipe, probe
 
 DEFAULT_MODEL = "flowsep"
@@ -72,6 +73,30 @@ class FrameRate(click.ParamType):
                 "such as 60, 59.94 or 30000/1001", ctx=ctx,
             )
         return rate
+
+
+class TimeValue(click.ParamType):
+    """A time as exact seconds: ``12.5``, ``1:02.5``, ``01:02:03.250``."""
+
+    name = "time"
+
+    def convert(self, value, param, ctx) -> Fraction:  # noqa: ANN001 - click's signature
+        if isinstance(value, Fraction):
+            return value
+        option = param.opts[0] if param is not None and param.opts else "TIME"
+        try:
+            return parse_time(str(value))
+        except ValueError as error:
+            raise OneLineUsageError(f"{option}: {error}", ctx=ctx) from None
+
+
+def time_span(start: Fraction | None, duration: Fraction | None, ctx: click.Context) -> TimeSpan | None:
+    """``--start``/``--duration`` as a ``TimeSpan`` (None when neither is given)."""
+    if start is None and duration is None:
+        return None
+    if duration is not None and duration <= 0:
+        raise OneLineUsageError(f"--duration must be more than 0 s, not {float(duration):g}", ctx=ctx)
+    return TimeSpan(start or Fraction(0), duration)
 
 
 def format_rate(rate: Fraction) -> str:
@@ -433,6 +458,11 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
               help="Local-convolution implementation: auto (compiled kernel, else PyTorch), compiled (or fail), torch.")
 @click.option("--format", "stream_format", type=click.Choice(sorted(PIPE_FORMATS)), default=None,
               help="Stream format of --out - (stdout) [default: y4m]; read ffmpeg's -f yuv4mpegpipe or -f nut.")
+@click.option("--start", type=TimeValue(), metavar="TIME",
+              help="Begin TIME into SOURCE (seconds, e.g. 12.5, or [HH:]MM:SS[.ms]) to try settings on a part; "
+                   "audio and subtitles are cut to the same part, the output starts at 0.")
+@click.option("--duration", type=TimeValue(), metavar="TIME",
+              help="Only this long a part of SOURCE (from --start, else the beginning).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
@@ -440,7 +470,7 @@ def interpolate(
     ctx: click.Context, sources: tuple[str, ...], output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
     precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
     scene_threshold: float, dedup: bool, dedup_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
-    overwrite: bool, quiet: bool,
+    start: Fraction | None, duration: Fraction | None, overwrite: bool, quiet: bool,
 ) -> None:
     """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept.
 
@@ -461,6 +491,10 @@ def interpolate(
                                 ctx=ctx)
     if "-" in sources and len(sources) > 1:
         raise OneLineUsageError("SOURCE - (stdin) cannot be combined with other sources", ctx=ctx)
+    span = time_span(start, duration, ctx)
+    if span is not None and "-" in sources:
+        raise OneLineUsageError("--start/--duration need a file or frames; a stream on stdin is read as it comes",
+                                ctx=ctx)
     if sources == ("-",) and output is None:
         raise OneLineUsageError("SOURCE - (stdin) needs --out: a file, frames, or - for stdout", ctx=ctx)
     if output == "-":
@@ -484,7 +518,7 @@ def interpolate(
         options=VideoOptions(
             factor=int(factor), codec=codec, crf=crf, preset=preset, lossless=lossless,
             overwrite=overwrite, scene_threshold=scene_threshold, batch_size=batch_size,
-            dedup=dedup_threshold if dedup else None,
+            dedup=dedup_threshold if dedup else None, span=span,
         ),
     )
 
