@@ -174,9 +174,9 @@ class VideoOptions:
     ``overwrite``: replace an existing output. ``scene_threshold``: cut sensitivity
     for ``scenes.is_cut`` (``<= 0`` disables cut detection). ``batch_size``: frame
     pairs per ``midpoint`` call (``retime_video``: new frames per ``at`` call).
-    ``codec_options``: extra encoder options. ``dedup``: drop repeated frames whose
-    8×8-block luma differs by at most this many 8-bit levels (``retime_video`` only;
-    ``None``: off; see ``duplicates``). ``span``: only that part of the input
+    ``codec_options``: extra encoder options. ``dedup``: drop repeated frames, with
+    ``"auto"`` (the threshold learnt from the clip) or a fixed threshold in 8-bit levels
+    (``retime_video`` only; ``None``: off; see ``duplicates``). ``span``: only that part of the input
     (``timespan.TimeSpan``), its audio and subtitles cut to match, the output starting at 0.
     """
 
@@ -189,7 +189,7 @@ class VideoOptions:
     scene_threshold: float = scenes.DEFAULT_THRESHOLD
     batch_size: int = 1
     codec_options: dict[str, str] = field(default_factory=dict)
-    dedup: float | None = None
+    dedup: float | str | None = None
     span: TimeSpan | None = None
 
 

@@ -19,6 +19,7 @@ from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
 from sepconv_cli.ext import OP_IMPLS
 from sepconv_cli.models.registry import MODELS, default_weights, load_weights
+from sepconv_cli.duplicates import AUTO as DEDUP_AUTO
 from sepconv_cli.duplicates import DEFAULT_THRESHOLD as DEDUP_THRESHOLD
 from sepconv_cli.errors import DeviceError, InputError, OutputClosed, OutputError, SepconvError, WeightsError
 from sepconv_cli.images import IMAGE_SUFFIXES
@@ -73,6 +74,24 @@ class FrameRate(click.ParamType):
                 "such as 60, 59.94 or 30000/1001", ctx=ctx,
             )
         return rate
+
+
+class DedupThreshold(click.ParamType):
+    """``auto`` or a number of 8-bit levels from 0 to 255."""
+
+    name = "levels"
+
+    def convert(self, value, param, ctx) -> float | str:  # noqa: ANN001 - click's signature
+        if isinstance(value, float) or value == DEDUP_AUTO:
+            return value
+        try:
+            levels = float(str(value).strip())
+        except ValueError:
+            levels = -1.0
+        if not 0 <= levels <= 255:
+            raise OneLineUsageError(f"--dedup-threshold {value!r}: give auto or a number of levels from 0 to 255",
+                                    ctx=ctx)
+        return levels
 
 
 class TimeValue(click.ParamType):
@@ -224,7 +243,7 @@ class RunSettings:
 
     fps: Fraction | None
     factor: int
-    dedup: float | None
+    dedup: float | str | None
     input_fps_given: bool
     options: VideoOptions
 
@@ -446,9 +465,9 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
 @click.option("--dedup", is_flag=True,
               help="Drop repeated frames (animation on twos, a recording that stands still) and interpolate between "
                    "the distinct ones at their true times, so motion is even; long still stretches stay still.")
-@click.option("--dedup-threshold", type=click.FloatRange(0, 255), default=DEDUP_THRESHOLD, show_default=True,
-              help="With --dedup: frames whose 8x8 blocks of luma differ by at most this many 8-bit levels on "
-                   "average are the same picture.")
+@click.option("--dedup-threshold", type=DedupThreshold(), default=DEDUP_THRESHOLD, show_default=True,
+              help="With --dedup: auto (learnt from the clip's own compression noise) or the most 8-bit levels by "
+                   "which an 8x8 block of a copy may differ on average, in its most-changed colour channel.")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="New frames per network call.")
 @click.option("--tile", type=click.IntRange(0), default=Tiling.tile, show_default=True,
               help="Tile side in pixels for frames larger than --max-pixels; 0 never tiles.")
@@ -469,7 +488,7 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
 def interpolate(
     ctx: click.Context, sources: tuple[str, ...], output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
     precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
-    scene_threshold: float, dedup: bool, dedup_threshold: float, batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
+    scene_threshold: float, dedup: bool, dedup_threshold: float | str, batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
     start: Fraction | None, duration: Fraction | None, overwrite: bool, quiet: bool,
 ) -> None:
     """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept.
