@@ -178,6 +178,7 @@ class VideoOptions:
     ``"auto"`` (the threshold learnt from the clip) or a fixed threshold in 8-bit levels
     (``retime_video`` only; ``None``: off; see ``duplicates``). ``span``: only that part of the input
     (``timespan.TimeSpan``), its audio and subtitles cut to match, the output starting at 0.
+    ``deinterlace``: put interlaced video through FFmpeg's bwdif filter (files and streams).
     """
 
     factor: int = 2
@@ -191,6 +192,7 @@ class VideoOptions:
     codec_options: dict[str, str] = field(default_factory=dict)
     dedup: float | str | None = None
     span: TimeSpan | None = None
+    deinterlace: bool = False
 
 
 @dataclass(frozen=True)
@@ -829,7 +831,8 @@ def _is_broken_pipe(error: BaseException) -> bool:
     return False
 
 
-def _open_source(src: Source, span: TimeSpan | None = None) -> tuple[FrameReader | SequenceReader, Path]:
+def _open_source(src: Source, span: TimeSpan | None = None,
+                 deinterlace: bool = False) -> tuple[FrameReader | SequenceReader, Path]:
     """The reader for ``src`` (of its part ``span``) and the path that names it in the report."""
     if isinstance(src, ImageSequence):
         return SequenceReader(src, span), Path(src.name)
@@ -837,9 +840,10 @@ def _open_source(src: Source, span: TimeSpan | None = None) -> tuple[FrameReader
         if span is not None:
             raise ValueError("a span of a stream cannot be read; cut the stream before it is sent")
         reader = PipeReader(src)
+        reader.deinterlace = deinterlace
         return reader, Path(src.name)
     path = Path(src)
-    return FrameReader(path, probe(path), span), path
+    return FrameReader(path, probe(path), span, deinterlace), path
 
 
 def _open_sink(dst: Destination) -> tuple[_FileSink | _FolderSink | _PipeSink, Path]:
@@ -865,7 +869,7 @@ def _process(
     if options.batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {options.batch_size}")
     check_paths(src, dst, options.overwrite)
-    reader, src_path = _open_source(src, options.span)
+    reader, src_path = _open_source(src, options.span, options.deinterlace)
     info = reader.info
     sink, dst_path = _open_sink(dst)
     schedule = make_schedule(info)

@@ -108,6 +108,10 @@ class VideoInfo:
     (1 = tv/limited, 2 = pc/full), ``colorspace`` (the YUV matrix, e.g. 1 = BT.709,
     6 = BT.601), ``color_primaries`` and ``color_trc`` (transfer). ``rotation`` is the
     display-matrix rotation in degrees, counter-clockwise (0 when absent).
+    ``field_order``: ``"progressive"``, or for interlaced video which field comes first
+    (``"tt"``, ``"bb"``, ``"tb"``, ``"bt"``, as FFmpeg names them; ``"interlaced"`` when the
+    frames say so but not the order). ``alpha``: the stream carries transparency (a
+    ``yuva``/``rgba`` pixel format, or VP9's alpha in Matroska/WebM).
     """
 
     path: Path
@@ -128,6 +132,12 @@ class VideoInfo:
     audio_streams: int = 0
     subtitle_streams: int = 0
     start_time: Fraction = Fraction(0)
+    field_order: str = "progressive"
+    alpha: bool = False
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order != "progressive"
 
     @property
     def chroma_location(self) -> str | None:
@@ -223,6 +233,7 @@ def _describe(container: av.container.InputContainer, path: str | Path, *, decod
         duration = None
     pix_fmt = ctx.pix_fmt or ""
     rotation = 0
+    interlaced_frame = False
     if decode_first:
         try:
             stream.codec_context.thread_type = "AUTO"
@@ -231,6 +242,7 @@ def _describe(container: av.container.InputContainer, path: str | Path, *, decod
                 if got:
                     rotation = int(round(got[0].rotation or 0))
                     pix_fmt = pix_fmt or got[0].format.name
+                    interlaced_frame = bool(got[0].interlaced_frame)
                     break
         except (av.error.FFmpegError, EOFError):
             pass
@@ -254,7 +266,74 @@ def _describe(container: av.container.InputContainer, path: str | Path, *, decod
         audio_streams=len(container.streams.audio),
         subtitle_streams=len(container.streams.subtitles),
         start_time=start,
+        field_order=_field_order(ctx, interlaced_frame),
+        alpha=_has_alpha(pix_fmt) or stream.metadata.get("alpha_mode") == "1",
     )
+
+
+# AVFieldOrder values: 1 progressive, then which field is coded and shown first.
+_FIELD_ORDERS = {2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+
+
+def _field_order(ctx: Any, interlaced_frame: bool) -> str:
+    """The stream's field order as FFmpeg names it, "interlaced" when only the first frame
+    says it is, else "progressive"."""
+    try:
+        order = int(ctx.field_order or 0)
+    except (TypeError, ValueError):
+        order = 0
+    if order in _FIELD_ORDERS:
+        return _FIELD_ORDERS[order]
+    return "interlaced" if interlaced_frame and order != 1 else "progressive"
+
+
+def _has_alpha(pix_fmt: str | None) -> bool:
+    """Whether a pixel format carries an alpha plane (yuva420p, rgba, ya8, gbrap…)."""
+    if not pix_fmt:
+        return False
+    try:
+        return len(av.VideoFormat(pix_fmt).components) in (2, 4)
+    except (ValueError, av.error.FFmpegError):
+        return False
+
+
+def input_warnings(info: VideoInfo, deinterlace: bool = False) -> list[str]:
+    """One-line notes on what reading ``info``'s video as progressive, opaque RGB loses."""
+    notes = []
+    if info.interlaced and not deinterlace:
+        order = f" ({info.field_order})" if info.field_order != "interlaced" else ""
+        notes.append(
+            f"{info.path.name} is interlaced{order}: interpolated as progressive frames its moving edges comb; "
+            "use --deinterlace (bwdif), or deinterlace it first (ffmpeg -i in -vf bwdif out)"
+        )
+    if info.alpha:
+        notes.append(f"{info.path.name} has an alpha channel ({info.pix_fmt}): it is dropped, the output is opaque")
+    return notes
+
+
+def _deinterlaced(frames: Iterator[av.VideoFrame], stream: Any) -> Iterator[av.VideoFrame]:
+    """``frames`` through FFmpeg's bwdif filter (one progressive frame per interlaced
+    frame, at its timestamp; progressive frames in a mixed stream pass unchanged)."""
+    graph = av.filter.Graph()
+    source = graph.add_buffer(template=stream)
+    bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+    sink = graph.add("buffersink")
+    source.link_to(bwdif)
+    bwdif.link_to(sink)
+    graph.configure()
+
+    def drain() -> Iterator[av.VideoFrame]:
+        while True:
+            try:
+                yield graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return
+
+    for frame in frames:
+        graph.push(frame)
+        yield from drain()
+    graph.push(None)
+    yield from drain()
 
 
 # Frames a decoder may emit before one whose timestamp belongs earlier; B-frame
@@ -309,12 +388,17 @@ class FrameReader:
     and the first frame kept is at timestamp 0 (``cut`` then says where it was in the file,
     for copying the audio of the same part). ``info`` then describes the part (its
     duration, an estimated frame count); ``source_info`` the whole file.
+    With ``deinterlace``, interlaced video goes through FFmpeg's bwdif filter first; an
+    interlaced video read without it, or one with an alpha channel, is reported with a
+    ``VideoWarning`` (``input_warnings``).
 
     Use as a context manager (or call ``close``) to release the file early.
     """
 
-    def __init__(self, path: str | Path, info: VideoInfo | None = None, span: TimeSpan | None = None) -> None:
+    def __init__(self, path: str | Path, info: VideoInfo | None = None, span: TimeSpan | None = None,
+                 deinterlace: bool = False) -> None:
         self.path = Path(path)
+        self.deinterlace = deinterlace
         self.source_info = info or probe(path)
         self.info = _span_info(self.source_info, span) if span is not None else self.source_info
         self.span = span
@@ -378,6 +462,9 @@ class FrameReader:
         window = _span_window(self.span, self.source_info, tb) if self.span is not None else None
         if window is not None:
             _seek_before(container, stream, window[0])
+        for note in input_warnings(info, self.deinterlace):
+            warnings.warn(note, VideoWarning, stacklevel=2)
+        deinterlace = self.deinterlace and info.interlaced
 
         def decoded() -> Iterator[av.VideoFrame]:
             packets = container.demux(stream)
@@ -402,7 +489,8 @@ class FrameReader:
                     self.skipped_packets += 1
 
         try:
-            for vf, ts in _in_presentation_order(decoded()):
+            pictures = _deinterlaced(decoded(), stream) if deinterlace else decoded()
+            for vf, ts in _in_presentation_order(pictures):
                 if ts is None:
                     ts = (0 if last_ts is None else last_ts + max(1, step)) + origin
                 if window is not None:

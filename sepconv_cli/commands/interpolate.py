@@ -482,6 +482,9 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
                    "audio and subtitles are cut to the same part, the output starts at 0.")
 @click.option("--duration", type=TimeValue(), metavar="TIME",
               help="Only this long a part of SOURCE (from --start, else the beginning).")
+@click.option("--deinterlace", is_flag=True,
+              help="Deinterlace interlaced video (FFmpeg's bwdif, one frame per frame) before interpolating; "
+                   "without it interlaced input is interpolated as progressive, with a warning.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
@@ -489,7 +492,7 @@ def interpolate(
     ctx: click.Context, sources: tuple[str, ...], output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
     precision: str, factor: str, fps: Fraction | None, codec: str, crf: int, preset: str, lossless: bool,
     scene_threshold: float, dedup: bool, dedup_threshold: float | str, batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
-    start: Fraction | None, duration: Fraction | None, overwrite: bool, quiet: bool,
+    start: Fraction | None, duration: Fraction | None, deinterlace: bool, overwrite: bool, quiet: bool,
 ) -> None:
     """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept.
 
@@ -537,7 +540,7 @@ def interpolate(
         options=VideoOptions(
             factor=int(factor), codec=codec, crf=crf, preset=preset, lossless=lossless,
             overwrite=overwrite, scene_threshold=scene_threshold, batch_size=batch_size,
-            dedup=dedup_threshold if dedup else None, span=span,
+            dedup=dedup_threshold if dedup else None, span=span, deinterlace=deinterlace,
         ),
     )
 
