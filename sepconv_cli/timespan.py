@@ -13,15 +13,21 @@ video's span.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 
 import av
+import av.error
 
 from sepconv_cli.errors import InputError
 
-__all__ = ["Cut", "SpanError", "TimeSpan", "parse_time"]
+if TYPE_CHECKING:
+    from sepconv_cli.video import VideoInfo
+
+__all__ = ["Cut", "SpanError", "TimeSpan", "parse_time", "seek_before", "span_info", "span_window"]
 
 # [[HH:]MM:]SS[.fraction]; minutes and seconds below 60 once a larger unit is given.
 _CLOCK = re.compile(r"^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)$")
@@ -133,3 +139,33 @@ class Cut:
         """Where to seek a file's demuxer before copying (``av.time_base`` units): a
         second early, so no stream's packets at the cut are skipped."""
         return max(0, int((self.start - 1) * av.time_base))
+
+
+def span_info(info: VideoInfo, span: TimeSpan) -> VideoInfo:
+    """``info`` of the part ``span`` of a video (``SpanError`` when it starts past the end)."""
+    span.check(info.path.name, info.duration)
+    length = None
+    if info.duration is not None:
+        length = float(min(Fraction(info.duration).limit_denominator(10**6) - span.start, span.duration or 10**12))
+    elif span.duration is not None:
+        length = float(span.duration)
+    frames = max(1, round(length * info.frame_rate)) if length and info.frame_rate else None
+    return replace(info, frames=frames, duration=length, start_time=Fraction(0))
+
+
+def span_window(span: TimeSpan, info: VideoInfo, tb: Fraction) -> tuple[int, int | None]:
+    """The span as ``[first, end)`` timestamps of a stream in ``tb``, on the file's timeline."""
+    first = math.ceil((info.start_time + span.start) / tb)
+    end = None if span.duration is None else math.ceil((info.start_time + span.start + span.duration) / tb)
+    return first, end
+
+
+def seek_before(container: av.container.InputContainer, stream: Any, timestamp: int) -> None:
+    """Seek to the keyframe at or before ``timestamp`` (in ``stream``'s time base); from a
+    stream that cannot seek (a pipe, some raw formats) the frames are just read and dropped."""
+    if stream.start_time is not None and timestamp <= stream.start_time:
+        return
+    try:
+        container.seek(timestamp, stream=stream, backward=True, any_frame=False)
+    except (av.error.FFmpegError, OSError, ValueError):
+        pass

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import heapq
 import io
-import math
 import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,8 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from sepconv_cli.errors import InputError, OutputError
-from sepconv_cli.timespan import Cut, SpanError, TimeSpan
+from sepconv_cli.frame_kinds import deinterlaced, field_order, has_alpha, input_warnings
+from sepconv_cli.timespan import Cut, SpanError, TimeSpan, seek_before, span_info, span_window
 
 __all__ = [
     "Frame",
@@ -266,74 +266,9 @@ def _describe(container: av.container.InputContainer, path: str | Path, *, decod
         audio_streams=len(container.streams.audio),
         subtitle_streams=len(container.streams.subtitles),
         start_time=start,
-        field_order=_field_order(ctx, interlaced_frame),
-        alpha=_has_alpha(pix_fmt) or stream.metadata.get("alpha_mode") == "1",
+        field_order=field_order(ctx, interlaced_frame),
+        alpha=has_alpha(pix_fmt) or stream.metadata.get("alpha_mode") == "1",
     )
-
-
-# AVFieldOrder values: 1 progressive, then which field is coded and shown first.
-_FIELD_ORDERS = {2: "tt", 3: "bb", 4: "tb", 5: "bt"}
-
-
-def _field_order(ctx: Any, interlaced_frame: bool) -> str:
-    """The stream's field order as FFmpeg names it, "interlaced" when only the first frame
-    says it is, else "progressive"."""
-    try:
-        order = int(ctx.field_order or 0)
-    except (TypeError, ValueError):
-        order = 0
-    if order in _FIELD_ORDERS:
-        return _FIELD_ORDERS[order]
-    return "interlaced" if interlaced_frame and order != 1 else "progressive"
-
-
-def _has_alpha(pix_fmt: str | None) -> bool:
-    """Whether a pixel format carries an alpha plane (yuva420p, rgba, ya8, gbrap…)."""
-    if not pix_fmt:
-        return False
-    try:
-        return len(av.VideoFormat(pix_fmt).components) in (2, 4)
-    except (ValueError, av.error.FFmpegError):
-        return False
-
-
-def input_warnings(info: VideoInfo, deinterlace: bool = False) -> list[str]:
-    """One-line notes on what reading ``info``'s video as progressive, opaque RGB loses."""
-    notes = []
-    if info.interlaced and not deinterlace:
-        order = f" ({info.field_order})" if info.field_order != "interlaced" else ""
-        notes.append(
-            f"{info.path.name} is interlaced{order}: interpolated as progressive frames its moving edges comb; "
-            "use --deinterlace (bwdif), or deinterlace it first (ffmpeg -i in -vf bwdif out)"
-        )
-    if info.alpha:
-        notes.append(f"{info.path.name} has an alpha channel ({info.pix_fmt}): it is dropped, the output is opaque")
-    return notes
-
-
-def _deinterlaced(frames: Iterator[av.VideoFrame], stream: Any) -> Iterator[av.VideoFrame]:
-    """``frames`` through FFmpeg's bwdif filter (one progressive frame per interlaced
-    frame, at its timestamp; progressive frames in a mixed stream pass unchanged)."""
-    graph = av.filter.Graph()
-    source = graph.add_buffer(template=stream)
-    bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
-    sink = graph.add("buffersink")
-    source.link_to(bwdif)
-    bwdif.link_to(sink)
-    graph.configure()
-
-    def drain() -> Iterator[av.VideoFrame]:
-        while True:
-            try:
-                yield graph.pull()
-            except (av.error.BlockingIOError, av.error.EOFError):
-                return
-
-    for frame in frames:
-        graph.push(frame)
-        yield from drain()
-    graph.push(None)
-    yield from drain()
 
 
 # Frames a decoder may emit before one whose timestamp belongs earlier; B-frame
@@ -400,7 +335,7 @@ class FrameReader:
         self.path = Path(path)
         self.deinterlace = deinterlace
         self.source_info = info or probe(path)
-        self.info = _span_info(self.source_info, span) if span is not None else self.source_info
+        self.info = span_info(self.source_info, span) if span is not None else self.source_info
         self.span = span
         self.cut: Cut | None = None
         self.skipped_packets = 0
@@ -459,9 +394,9 @@ class FrameReader:
         self._first_ts = 0
         resized_warned = False
         origin = 0  # the kept part's first timestamp: time 0 of the output (0: whole file)
-        window = _span_window(self.span, self.source_info, tb) if self.span is not None else None
+        window = span_window(self.span, self.source_info, tb) if self.span is not None else None
         if window is not None:
-            _seek_before(container, stream, window[0])
+            seek_before(container, stream, window[0])
         for note in input_warnings(info, self.deinterlace):
             warnings.warn(note, VideoWarning, stacklevel=2)
         deinterlace = self.deinterlace and info.interlaced
@@ -489,7 +424,7 @@ class FrameReader:
                     self.skipped_packets += 1
 
         try:
-            pictures = _deinterlaced(decoded(), stream) if deinterlace else decoded()
+            pictures = deinterlaced(decoded(), stream) if deinterlace else decoded()
             for vf, ts in _in_presentation_order(pictures):
                 if ts is None:
                     ts = (0 if last_ts is None else last_ts + max(1, step)) + origin
@@ -563,36 +498,6 @@ class FrameReader:
                 f"no decodable video frames in {self.path}"
                 + (f" ({self.skipped_packets} corrupt packet(s))" if self.skipped_packets else "")
             )
-
-
-def _span_info(info: VideoInfo, span: TimeSpan) -> VideoInfo:
-    """``info`` of the part ``span`` of a video (``SpanError`` when it starts past the end)."""
-    span.check(info.path.name, info.duration)
-    length = None
-    if info.duration is not None:
-        length = float(min(Fraction(info.duration).limit_denominator(10**6) - span.start, span.duration or 10**12))
-    elif span.duration is not None:
-        length = float(span.duration)
-    frames = max(1, round(length * info.frame_rate)) if length and info.frame_rate else None
-    return replace(info, frames=frames, duration=length, start_time=Fraction(0))
-
-
-def _span_window(span: TimeSpan, info: VideoInfo, tb: Fraction) -> tuple[int, int | None]:
-    """The span as ``[first, end)`` timestamps of a stream in ``tb``, on the file's timeline."""
-    first = math.ceil((info.start_time + span.start) / tb)
-    end = None if span.duration is None else math.ceil((info.start_time + span.start + span.duration) / tb)
-    return first, end
-
-
-def _seek_before(container: av.container.InputContainer, stream: Any, timestamp: int) -> None:
-    """Seek to the keyframe at or before ``timestamp`` (in ``stream``'s time base); from a
-    stream that cannot seek (a pipe, some raw formats) the frames are just read and dropped."""
-    if stream.start_time is not None and timestamp <= stream.start_time:
-        return
-    try:
-        container.seek(timestamp, stream=stream, backward=True, any_frame=False)
-    except (av.error.FFmpegError, OSError, ValueError):
-        pass
 
 
 def iter_frames(path: str | Path) -> Iterator[Frame]:

@@ -19,7 +19,9 @@ import torch
 from click.testing import CliRunner
 
 from sepconv_cli.cli import cli
-from sepconv_cli.duplicates import AUTO_CAP, AUTO_FLOOR, DEFAULT_THRESHOLD, AutoThreshold, DuplicateFilter, difference
+from sepconv_cli.duplicates import (
+    AUTO_CAP, AUTO_FLOOR, DEFAULT_THRESHOLD, AutoThreshold, DuplicateFilter, block_differences, difference,
+)
 from sepconv_cli.models import build_model, save_weights
 from sepconv_cli.pipeline import VideoOptions, interpolate_video, retime_video
 from sepconv_cli.video import Frame
@@ -77,6 +79,19 @@ def test_difference_ignores_compression_noise_but_not_a_small_change() -> None:
     tinted = a.copy()
     tinted[:8, :8] = (tinted[:8, :8].astype(np.int16) + (-30, 15, 0)).clip(0, 255)
     assert difference(a, tinted) >= 29
+
+
+@pytest.mark.parametrize("shape, dtype", [((16, 24, 3), np.uint8), ((13, 21, 3), np.uint8), ((5, 7, 3), np.uint16)])
+def test_block_differences_match_a_plain_loop(shape: tuple[int, int, int], dtype: type) -> None:
+    rng = np.random.default_rng(1)
+    top = np.iinfo(dtype).max
+    a, b = rng.integers(0, top, shape, dtype=dtype), rng.integers(0, top, shape, dtype=dtype)
+    got = block_differences(a, b)
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64)) * (255 / top)
+    for by in range(got.shape[0]):
+        for bx in range(got.shape[1]):
+            block = diff[8 * by: 8 * by + 8, 8 * bx: 8 * bx + 8]  # partial at the right and bottom edges
+            assert got[by, bx] == pytest.approx(max(block[..., c].mean() for c in range(3)), rel=1e-5)
 
 
 def test_the_automatic_threshold_sits_between_copies_and_changes() -> None:
