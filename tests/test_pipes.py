@@ -121,7 +121,8 @@ def test_a_reader_that_leaves_early_ends_the_run_cleanly(tmp_path: Path, flowsep
     assert head.startswith(b"YUV4MPEG2")
     assert code == 0, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
-    assert stderr.startswith("note: the reader of stdout closed it") and stderr.count("\n") == 1
+    notes = [line for line in stderr.splitlines() if " frames/s" not in line]  # a slow run's progress lines
+    assert notes[0].startswith("note: the reader of stdout closed it") and len(notes) == 1
 
 
 def test_a_stream_that_is_not_video_is_a_one_line_input_error(flowsep_weights: Path) -> None:

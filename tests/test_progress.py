@@ -50,6 +50,16 @@ def test_an_unknown_total_has_no_eta_and_a_fast_run_prints_nothing() -> None:
     assert quick == []
 
 
+def test_the_rate_leaves_out_the_warm_up() -> None:
+    times = iter([0.0, 90.0, 91.0, 92.0, 93.0, 94.0, 95.0, 96.0, 97.0, 98.0, 99.0, 100.0, 101.0])
+    lines: list[str] = []
+    report = FrameLines("x", lines.append, every_s=10.0, clock=lambda: next(times))
+    for done in range(1, 13):  # the first frame took 90 s (a kernel build), the others 1 s each
+        report(done, 100)
+    assert lines == ["x: 1/100 (1%) frames, 0.0 frames/s, ETA 2:28:30 [1:30]",
+                     "x: 11/100 (11%) frames, 1.0 frames/s, ETA 1:29 [1:40]"]
+
+
 @pytest.mark.parametrize("quiet", [False, True])
 def test_interpolate_writes_lines_to_a_log(tmp_path: Path, flowsep_weights: Path, monkeypatch: pytest.MonkeyPatch,
                                            quiet: bool) -> None:

@@ -51,14 +51,23 @@ class FrameLines:
         self.clock = clock or _clock
         self.started = self.clock()
         self.last_line = self.started
+        self.first: tuple[float, int] | None = None
 
     def __call__(self, done: int, total: int | None) -> None:
         now = self.clock()
+        if self.first is None:
+            self.first = (now, done)
         if now - self.last_line < self.every_s:
             return
         self.last_line = now
         elapsed = now - self.started
-        rate = done / elapsed if elapsed > 0 else 0.0
+        # The first frame carries the warm-up (a kernel build, the first network call):
+        # the rate, and so the ETA, is measured after it once there is something to measure.
+        since, before = self.first
+        if done > before and now > since:
+            rate = (done - before) / (now - since)
+        else:
+            rate = done / elapsed if elapsed > 0 else 0.0
         line = f"{self.description}: {_fraction(done, total)} {self.unit}, {rate:.1f} {self.unit}/s"
         if total and rate > 0 and done < total:
             line += f", ETA {_duration((total - done) / rate)}"
