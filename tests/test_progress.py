@@ -75,3 +75,16 @@ def test_interpolate_writes_lines_to_a_log(tmp_path: Path, flowsep_weights: Path
         assert len(lines) == 6, result.output
         assert lines[0].startswith("in.mp4 → out.mkv: 1/6 (16%) frames, ") and "ETA" in lines[0]
         assert lines[-1].startswith("in.mp4 → out.mkv: 6/6 (100%) frames, ")
+
+
+def test_a_batch_in_a_log_reports_the_running_file(tmp_path: Path, flowsep_weights: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    one = make_video(tmp_path / "one.mp4", frames=3, audio=False)
+    two = make_video(tmp_path / "two.mp4", frames=3, audio=False)
+    monkeypatch.setattr(progress_module, "_clock", StepClock(11.0))
+    result = CliRunner().invoke(cli, ["interpolate", str(one), str(two), "--out", str(tmp_path / "out"),
+                                      "--weights", str(flowsep_weights)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split(":")[0] for line in lines if "frames/s" in line] == ["[1/2] one.mp4"] * 3 + ["[2/2] two.mp4"] * 3
+    assert lines[-1].startswith("2 of 2 files done")
