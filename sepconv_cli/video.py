@@ -341,6 +341,7 @@ class FrameReader:
         self.skipped_packets = 0
         self.dropped_frames = 0
         self.frames_read = 0
+        self.frames_decoded = 0  # before any dropping: with a span, what the seek saved shows here
         self.truncated = False
         self.deep = self.info.bit_depth > 8
         self._container: av.container.InputContainer | None = None
@@ -417,7 +418,9 @@ class FrameReader:
                         pass
                     return
                 try:
-                    yield from stream.decode(packet)
+                    for picture in stream.decode(packet):
+                        self.frames_decoded += 1
+                        yield picture
                 except av.error.EOFError:
                     return
                 except av.error.FFmpegError:

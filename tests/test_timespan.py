@@ -191,3 +191,15 @@ def test_subtitles_are_cut_to_the_part(tmp_path: Path, flowsep_weights: Path) ->
     with av.open(str(out)) as c:
         cues = [(p.pts * p.time_base, p.duration * p.time_base) for p in c.demux(c.streams.subtitles[0]) if p.size]
     assert cues == [(0, Fraction(40, 1000))]  # what is left of it after 0.2 s: 200 to 240 ms
+
+
+def test_a_late_part_is_reached_by_seeking_not_by_decoding_everything(tmp_path: Path) -> None:
+    from sepconv_cli.video import FrameReader
+
+    src = make_clip(tmp_path / "long.mp4", seconds=8.0)  # 200 frames, a keyframe every 10
+    with FrameReader(src, span=TimeSpan(Fraction(6), Fraction(1, 2))) as reader:
+        frames = list(reader)
+    # Frames 150..162 (6 s to 6.5 s); decoding starts at the keyframe at 150, not at 0.
+    assert len(frames) == 13 and frames[0].timestamp == 0
+    assert reader.cut.start == 6 and reader.frames_decoded < 30
+    assert frames[0].pts == 0 and frames[-1].pts == Fraction(12, 25)
