@@ -104,6 +104,7 @@ from sepconv_cli.duplicates import DuplicateFilter
 from sepconv_cli.errors import InputError, OutputClosed, OutputError
 from sepconv_cli.overlap import BackgroundConsumer, Prefetcher
 from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
+from sepconv_cli.timespan import Cut, TimeSpan
 from sepconv_cli.video import (
     PIPE_FORMATS,
     Frame,
@@ -174,9 +175,11 @@ class VideoOptions:
     ``overwrite``: replace an existing output. ``scene_threshold``: cut sensitivity
     for ``scenes.is_cut`` (``<= 0`` disables cut detection). ``batch_size``: frame
     pairs per ``midpoint`` call (``retime_video``: new frames per ``at`` call).
-    ``codec_options``: extra encoder options. ``dedup``: drop repeated frames whose
-    8×8-block luma differs by at most this many 8-bit levels (``retime_video`` only;
-    ``None``: off; see ``duplicates``).
+    ``codec_options``: extra encoder options. ``dedup``: drop repeated frames, with
+    ``"auto"`` (the threshold learnt from the clip) or a fixed threshold in 8-bit levels
+    (``retime_video`` only; ``None``: off; see ``duplicates``). ``span``: only that part of the input
+    (``timespan.TimeSpan``), its audio and subtitles cut to match, the output starting at 0.
+    ``deinterlace``: put interlaced video through FFmpeg's bwdif filter (files and streams).
     """
 
     factor: int = 2
@@ -188,7 +191,9 @@ class VideoOptions:
     scene_threshold: float = scenes.DEFAULT_THRESHOLD
     batch_size: int = 1
     codec_options: dict[str, str] = field(default_factory=dict)
-    dedup: float | None = None
+    dedup: float | str | None = None
+    span: TimeSpan | None = None
+    deinterlace: bool = False
 
 
 @dataclass(frozen=True)
@@ -713,11 +718,11 @@ class _FileSink:
         self.writer: VideoWriter | None = None
 
     def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
-             copy_streams: bool) -> VideoWriter:
+             copy_streams: bool, cut: Cut | None = None) -> VideoWriter:
         self.writer = VideoWriter(
             self.tmp, info, rate=rate, time_base=time_base, codec=options.codec, crf=options.crf,
             preset=options.preset, lossless=options.lossless, codec_options=options.codec_options,
-            copy_streams=copy_streams, display_name=self.dst.name,
+            copy_streams=copy_streams, display_name=self.dst.name, cut=cut,
         )
         return self.writer
 
@@ -745,7 +750,7 @@ class _FolderSink:
         self.tmp = folder.with_name(f".{folder.name}.partial-{secrets.token_hex(4)}")
 
     def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
-             copy_streams: bool) -> SequenceWriter:
+             copy_streams: bool, cut: Cut | None = None) -> SequenceWriter:
         writer = SequenceWriter(self.tmp, self.dst.output_pattern, display_name=self.dst.name)
         try:
             self.tmp.mkdir()
@@ -783,7 +788,7 @@ class _PipeSink:
         self.writer: VideoWriter | None = None
 
     def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
-             copy_streams: bool) -> VideoWriter:
+             copy_streams: bool, cut: Cut | None = None) -> VideoWriter:
         y4m = self.dst.format == PIPE_FORMATS["y4m"]
         codec = options.codec
         if y4m:
@@ -800,7 +805,7 @@ class _PipeSink:
             # y4m's raw frames are lossless already (and FFV1 would not fit in it).
             preset=options.preset, lossless=options.lossless and not y4m, codec_options=options.codec_options,
             copy_streams=copy_streams and not y4m, display_name=self.dst.name,
-            file=self.dst.file, format=self.dst.format,
+            file=self.dst.file, format=self.dst.format, cut=cut,
         )
         return self.writer
 
@@ -830,15 +835,19 @@ def _is_broken_pipe(error: BaseException) -> bool:
     return False
 
 
-def _open_source(src: Source) -> tuple[FrameReader | SequenceReader, Path]:
-    """The reader for ``src`` and the path that names it in the report."""
+def _open_source(src: Source, span: TimeSpan | None = None,
+                 deinterlace: bool = False) -> tuple[FrameReader | SequenceReader, Path]:
+    """The reader for ``src`` (of its part ``span``) and the path that names it in the report."""
     if isinstance(src, ImageSequence):
-        return SequenceReader(src), Path(src.name)
+        return SequenceReader(src, span), Path(src.name)
     if isinstance(src, Pipe):
+        if span is not None:
+            raise ValueError("a span of a stream cannot be read; cut the stream before it is sent")
         reader = PipeReader(src)
+        reader.deinterlace = deinterlace
         return reader, Path(src.name)
     path = Path(src)
-    return FrameReader(path, probe(path)), path
+    return FrameReader(path, probe(path), span, deinterlace), path
 
 
 def _open_sink(dst: Destination) -> tuple[_FileSink | _FolderSink | _PipeSink, Path]:
@@ -864,7 +873,7 @@ def _process(
     if options.batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {options.batch_size}")
     check_paths(src, dst, options.overwrite)
-    reader, src_path = _open_source(src)
+    reader, src_path = _open_source(src, options.span, options.deinterlace)
     info = reader.info
     sink, dst_path = _open_sink(dst)
     schedule = make_schedule(info)
@@ -902,7 +911,8 @@ def _process(
                     f"{src_path} has only one video frame; interpolation needs at least two"
                 )
             first_ts = first[0].timestamp
-            writer = sink.open(info, output_rate, schedule.time_base, options, copy_streams)
+            writer = sink.open(info, output_rate, schedule.time_base, options, copy_streams,
+                               cut=getattr(reader, "cut", None))
             out = writer
 
             def encode(job: tuple[object, int, int]) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.images import IMAGE_SUFFIXES
+from sepconv_cli.timespan import SpanError, TimeSpan
 from sepconv_cli.video import Frame, VideoInfo, VideoWarning
 
 __all__ = [
@@ -186,14 +187,21 @@ class SequenceReader:
     ``info`` describes it like ``video.probe`` does a video: size and bit depth from the
     first image, ``frame_rate`` the sequence's ``rate``, ``time_base`` 1/``rate`` (frame
     i has ``timestamp`` i and ``duration`` 1), colour as sRGB (BT.709 tags, what a video
-    encoder converting these frames to YUV should state).
+    encoder converting these frames to YUV should state). With ``span`` only the frames
+    it covers are read (frame i shows at i / ``rate`` s), numbered from 0 again.
     """
 
-    def __init__(self, sequence: ImageSequence) -> None:
+    def __init__(self, sequence: ImageSequence, span: TimeSpan | None = None) -> None:
         if sequence.rate <= 0:
             raise InputError(f"the input frame rate must be positive, not {sequence.rate}")
         self.sequence = sequence
         self.files = list_frames(sequence)
+        if span is not None:
+            span.check(sequence.name, len(self.files) / sequence.rate)
+            kept = span.frame_range(sequence.rate, len(self.files))
+            if not kept:
+                raise SpanError(f"no frames from {span.describe()} in {sequence.name}")
+            self.files = self.files[kept.start:kept.stop]
         self.skipped_packets = 0  # the same report fields as video.FrameReader
         self.frames_read = 0
         first = _read_image(self.files[0])

@@ -39,6 +39,8 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from sepconv_cli.errors import InputError, OutputError
+from sepconv_cli.frame_kinds import deinterlaced, field_order, has_alpha, input_warnings
+from sepconv_cli.timespan import Cut, SpanError, TimeSpan, seek_before, span_info, span_window
 
 __all__ = [
     "Frame",
@@ -115,6 +117,10 @@ class VideoInfo:
     (1 = tv/limited, 2 = pc/full), ``colorspace`` (the YUV matrix, e.g. 1 = BT.709,
     6 = BT.601), ``color_primaries`` and ``color_trc`` (transfer). ``rotation`` is the
     display-matrix rotation in degrees, counter-clockwise (0 when absent).
+    ``field_order``: ``"progressive"``, or for interlaced video which field comes first
+    (``"tt"``, ``"bb"``, ``"tb"``, ``"bt"``, as FFmpeg names them; ``"interlaced"`` when the
+    frames say so but not the order). ``alpha``: the stream carries transparency (a
+    ``yuva``/``rgba`` pixel format, or VP9's alpha in Matroska/WebM).
     """
 
     path: Path
@@ -136,6 +142,12 @@ class VideoInfo:
     subtitle_streams: int = 0
     start_time: Fraction = Fraction(0)
     chroma_siting: str | None = None  # as the file states it (a y4m header); else the codec's convention
+    field_order: str = "progressive"
+    alpha: bool = False
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order != "progressive"
 
     @property
     def chroma_location(self) -> str | None:
@@ -273,6 +285,7 @@ def _describe(
         duration = None
     pix_fmt = ctx.pix_fmt or ""
     rotation = 0
+    interlaced_frame = False
     if decode_first:
         try:
             stream.codec_context.thread_type = "AUTO"
@@ -281,6 +294,7 @@ def _describe(
                 if got:
                     rotation = int(round(got[0].rotation or 0))
                     pix_fmt = pix_fmt or got[0].format.name
+                    interlaced_frame = bool(got[0].interlaced_frame)
                     break
         except (av.error.FFmpegError, EOFError):
             pass
@@ -305,6 +319,8 @@ def _describe(
         subtitle_streams=len(container.streams.subtitles),
         start_time=start,
         chroma_siting=_y4m_chroma(header) if container.format.name == "yuv4mpegpipe" else None,
+        field_order=field_order(ctx, interlaced_frame),
+        alpha=has_alpha(pix_fmt) or stream.metadata.get("alpha_mode") == "1",
     )
 
 
@@ -355,15 +371,30 @@ class FrameReader:
     well before the duration in the file's header a warning says so (``truncated``).
     Frames that change size mid-stream are scaled back to the first frame's size.
 
+    With ``span`` (a ``timespan.TimeSpan``) only that part is read: the demuxer seeks to the
+    keyframe before it, frames before it are decoded and dropped, reading stops at its end,
+    and the first frame kept is at timestamp 0 (``cut`` then says where it was in the file,
+    for copying the audio of the same part). ``info`` then describes the part (its
+    duration, an estimated frame count); ``source_info`` the whole file.
+    With ``deinterlace``, interlaced video goes through FFmpeg's bwdif filter first; an
+    interlaced video read without it, or one with an alpha channel, is reported with a
+    ``VideoWarning`` (``input_warnings``).
+
     Use as a context manager (or call ``close``) to release the file early.
     """
 
-    def __init__(self, path: str | Path, info: VideoInfo | None = None) -> None:
+    def __init__(self, path: str | Path, info: VideoInfo | None = None, span: TimeSpan | None = None,
+                 deinterlace: bool = False) -> None:
         self.path = Path(path)
-        self.info = info or probe(path)
+        self.deinterlace = deinterlace
+        self.source_info = info or probe(path)
+        self.info = span_info(self.source_info, span) if span is not None else self.source_info
+        self.span = span
+        self.cut: Cut | None = None
         self.skipped_packets = 0
         self.dropped_frames = 0
         self.frames_read = 0
+        self.frames_decoded = 0  # before any dropping: with a span, what the seek saved shows here
         self.truncated = False
         self.deep = self.info.bit_depth > 8
         self._container: av.container.InputContainer | None = None
@@ -416,6 +447,13 @@ class FrameReader:
         last_duration: int | None = None
         self._first_ts = 0
         resized_warned = False
+        origin = 0  # the kept part's first timestamp: time 0 of the output (0: whole file)
+        window = span_window(self.span, self.source_info, tb) if self.span is not None else None
+        if window is not None:
+            seek_before(container, stream, window[0])
+        for note in input_warnings(info, self.deinterlace):
+            warnings.warn(note, VideoWarning, stacklevel=2)
+        deinterlace = self.deinterlace and info.interlaced
 
         def decoded() -> Iterator[av.VideoFrame]:
             packets = container.demux(stream)
@@ -433,16 +471,28 @@ class FrameReader:
                         pass
                     return
                 try:
-                    yield from stream.decode(packet)
+                    for picture in stream.decode(packet):
+                        self.frames_decoded += 1
+                        yield picture
                 except av.error.EOFError:
                     return
                 except av.error.FFmpegError:
                     self.skipped_packets += 1
 
         try:
-            for vf, ts in _in_presentation_order(decoded()):
+            pictures = deinterlaced(decoded(), stream) if deinterlace else decoded()
+            for vf, ts in _in_presentation_order(pictures):
                 if ts is None:
-                    ts = 0 if last_ts is None else last_ts + max(1, step)
+                    ts = (0 if last_ts is None else last_ts + max(1, step)) + origin
+                if window is not None:
+                    if ts < window[0]:
+                        continue
+                    if window[1] is not None and ts >= window[1]:
+                        break
+                    if last_ts is None:
+                        origin = ts
+                        self.cut = Cut(Fraction(ts * tb), window[1] * tb if window[1] is not None else None)
+                    ts -= origin
                 if last_ts is not None and ts <= last_ts:
                     self.dropped_frames += 1
                     continue
@@ -497,6 +547,8 @@ class FrameReader:
                     VideoWarning,
                     stacklevel=2,
                 )
+        if self.frames_read == 0 and self.span is not None and not self.skipped_packets:
+            raise SpanError(f"no video frames from {self.span.describe()} in {self.path.name}")
         if self.frames_read == 0:
             raise InputError(
                 f"no decodable video frames in {self.path}"
@@ -796,7 +848,9 @@ class VideoWriter:
     ``codec_chosen`` then says so; ``crf``/``preset`` are on x264's scale, translated for VP9
     and MPEG-2 (``quality_options``). ``lossless=True`` encodes FFV1 and needs a ``.mkv`` path. ``file`` (a binary
     file object, e.g. stdout) and ``format`` (FFmpeg's muxer name, e.g. ``"nut"``) write a
-    stream instead of ``path``, which then only names it in messages.
+    stream instead of ``path``, which then only names it in messages. ``cut`` (from a
+    ``FrameReader`` given a span) copies only that part of the audio and subtitles, moved
+    to start where the video does (``timespan.Cut.place``).
 
     Use as a context manager: a normal exit flushes the encoder and the remaining
     audio and writes the trailer; an exception closes the file without finishing it
@@ -820,8 +874,10 @@ class VideoWriter:
         display_name: str | None = None,
         file: Any = None,
         format: str | None = None,
+        cut: Cut | None = None,
     ) -> None:
         self.path = Path(path)
+        self._cut = cut
         self.name = display_name or self.path.name  # in messages (e.g. the final name of a temp file)
         self.template = template
         self.time_base = Fraction(time_base or template.time_base)
@@ -991,6 +1047,11 @@ class VideoWriter:
                     f"not copying {s.type} stream #{s.index} of {t.path.name}", VideoWarning, stacklevel=4
                 )
         if selected:
+            if self._cut is not None and self._cut.seek_target() > 0:
+                try:
+                    side.seek(self._cut.seek_target(), backward=True)
+                except (av.error.FFmpegError, OSError, ValueError):
+                    pass  # not seekable: the packets before the cut are read and dropped
             self._side_packets = side.demux(*selected)
         else:
             side.close()
@@ -1085,6 +1146,13 @@ class VideoWriter:
                     return
                 if packet.dts is None or packet.size == 0:
                     continue
+                if self._cut is not None:
+                    placed = self._cut.place(packet)
+                    if placed is None:
+                        self._side_packets = None  # past the cut: the rest of the file is not needed
+                        return
+                    if not placed:
+                        continue
                 self._pending = packet
             packet = self._pending
             if until is not None and packet.dts * packet.time_base > until:

@@ -19,7 +19,9 @@ import torch
 from click.testing import CliRunner
 
 from sepconv_cli.cli import cli
-from sepconv_cli.duplicates import DEFAULT_THRESHOLD, DuplicateFilter, difference
+from sepconv_cli.duplicates import (
+    AUTO_CAP, AUTO_FLOOR, DEFAULT_THRESHOLD, AutoThreshold, DuplicateFilter, block_differences, difference,
+)
 from sepconv_cli.models import build_model, save_weights
 from sepconv_cli.pipeline import VideoOptions, interpolate_video, retime_video
 from sepconv_cli.video import Frame
@@ -68,11 +70,44 @@ def test_difference_ignores_compression_noise_but_not_a_small_change() -> None:
     rng = np.random.default_rng(0)
     noisy = np.clip(a.astype(np.int16) + rng.integers(-2, 3, a.shape), 0, 255).astype(np.uint8)
     assert difference(a, a) == 0
-    assert difference(a, noisy) <= DEFAULT_THRESHOLD
+    assert difference(a, noisy) <= 2
     pointer = a.copy()
     pointer[5:9, 5:6] = 255  # a one-pixel-wide sliver, as a mouse pointer's edge moving by one pixel
-    assert difference(a, pointer) > 2 * DEFAULT_THRESHOLD
+    assert difference(a, pointer) > AUTO_FLOOR
     assert difference(a.astype(np.uint16) * 257, pointer.astype(np.uint16) * 257) == pytest.approx(difference(a, pointer), rel=1e-4)
+    # A change of colour alone (same luma) counts: the strongest channel decides.
+    tinted = a.copy()
+    tinted[:8, :8] = (tinted[:8, :8].astype(np.int16) + (-30, 15, 0)).clip(0, 255)
+    assert difference(a, tinted) >= 29
+
+
+@pytest.mark.parametrize("shape, dtype", [((16, 24, 3), np.uint8), ((13, 21, 3), np.uint8), ((5, 7, 3), np.uint16)])
+def test_block_differences_match_a_plain_loop(shape: tuple[int, int, int], dtype: type) -> None:
+    rng = np.random.default_rng(1)
+    top = np.iinfo(dtype).max
+    a, b = rng.integers(0, top, shape, dtype=dtype), rng.integers(0, top, shape, dtype=dtype)
+    got = block_differences(a, b)
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64)) * (255 / top)
+    for by in range(got.shape[0]):
+        for bx in range(got.shape[1]):
+            block = diff[8 * by: 8 * by + 8, 8 * bx: 8 * bx + 8]  # partial at the right and bottom edges
+            assert got[by, bx] == pytest.approx(max(block[..., c].mean() for c in range(3)), rel=1e-5)
+
+
+def test_the_automatic_threshold_sits_between_copies_and_changes() -> None:
+    auto = AutoThreshold()
+    assert auto.value() == AUTO_FLOOR  # nothing seen yet
+    for peak in [1.0, 24.0] * 12:  # drawn on twos: copies at 1 level, changes at 24
+        auto.add(peak)
+    assert 1.0 * 3 < auto.value() <= 24 / 1.25
+    auto = AutoThreshold()
+    for peak in [18.0, 22.0, 25.0, 20.0] * 6:  # every frame moves: no copies to learn from
+        auto.add(peak)
+    assert auto.value() == AUTO_FLOOR
+    auto = AutoThreshold()
+    for peak in [2.0, 150.0] * 12:
+        auto.add(peak)
+    assert auto.value() == AUTO_CAP  # never call a 20-level change a copy
 
 
 def test_filter_keeps_first_appearances_holds_long_pauses_and_the_end() -> None:
@@ -177,3 +212,83 @@ def test_dedup_on_a_piped_stream_takes_its_rate_from_the_stream(tmp_path: Path, 
                                       "--weights", str(flowsep_weights)], input=buf.getvalue())
     assert result.exit_code == 0, result.output
     assert "8 → 16 frames, 24 → 48 fps" in result.output and "4 duplicate frames found" in result.output
+
+
+# -- lossy encodes ---------------------------------------------------------------------
+
+LW, LH = 128, 96
+
+
+def drawing(kind: str, k: int) -> np.ndarray:
+    """Drawing ``k`` of a textured test scene: a 16 px square moving 6 px per drawing
+    ("fast"), 1 px ("slow"), a 4 px dot moving 2 px ("dot"), the whole picture panning
+    1 px ("pan"), or the square and the dot taking turns ("both": a small change between
+    big ones, which must not pass for a copy)."""
+    if kind == "pan":
+        return texture(0, LW + 64, LH)[:, 64 - k: 64 - k + LW]
+    rgb = texture(0, LW, LH).copy()
+    if kind == "both":
+        x = 8 + 6 * ((k + 1) // 2)
+        rgb[40:56, x: x + 16] = texture(0, 16, 16, scene=1)
+        rgb[10:14, 8 + 2 * (k // 2): 12 + 2 * (k // 2)] = (30, 60, 200)
+        return rgb
+    if kind == "dot":
+        rgb[30:34, 8 + 2 * k: 12 + 2 * k] = (30, 60, 200)
+    else:
+        x = 8 + (6 if kind == "fast" else 1) * k
+        rgb[40:56, x: x + 16] = texture(0, 16, 16, scene=1)
+    return rgb
+
+
+def lossy(path: Path, kind: str, hold: int, codec: str, crf: int, frames: int = 36) -> list[Frame]:
+    """Drawings held ``hold`` frames each, encoded as a camera or an editor would (4:2:0,
+    the encoder's default preset and GOP with B-frames), decoded back."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=24)
+        stream.width, stream.height, stream.pix_fmt = LW, LH, "yuv420p"
+        stream.options = {"crf": str(crf), **({"x265-params": "log-level=error"} if codec == "libx265" else {})}
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(drawing(kind, i // hold), format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 24)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        return [Frame(rgb=f.to_ndarray(format="rgb24"), pts=Fraction(i, 24), index=i, timestamp=i)
+                for i, f in enumerate(container.decode(video=0))]
+
+
+X265 = "libx265" in av.codecs_available
+
+
+NEEDS_X265 = pytest.mark.skipif(not X265, reason="PyAV without libx265")
+
+
+@pytest.mark.parametrize("codec, crf, kinds", [
+    *[("libx264", crf, ("fast", "slow", "dot", "pan", "both")) for crf in (18, 23, 28)],
+    # x265 at this tiny size smears a slow or small change over two frames (the "copy" then
+    # differs from the first by more than the change did, and at crf 28 even a pan does):
+    # no comparison of frames can tell those copies apart, so only what it codes cleanly.
+    pytest.param("libx265", 18, ("fast", "pan"), marks=NEEDS_X265),
+    pytest.param("libx265", 23, ("fast", "pan"), marks=NEEDS_X265),
+    pytest.param("libx265", 28, ("fast",), marks=NEEDS_X265),
+])
+@pytest.mark.parametrize("hold", [2, 3])
+def test_every_copy_of_a_lossy_encode_is_found_and_no_change_is_lost(
+    tmp_path: Path, codec: str, kinds: tuple[str, ...], crf: int, hold: int
+) -> None:
+    for kind in kinds:
+        frames = lossy(tmp_path / f"{kind}.mkv", kind, hold, codec, crf)
+        dedup = DuplicateFilter(max_repeats=3)
+        kept = [f.index for f, held in dedup(frames) if not held]
+        assert kept == list(range(0, len(frames), hold)), (kind, kept)
+        assert dedup.found == len(frames) - len(kept)
+
+
+def test_a_fixed_threshold_is_still_taken_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    frames = lossy(tmp_path / "fast.mkv", "fast", 2, "libx264", 28)
+    strict = DuplicateFilter(0.5)  # below the encode's noise: most copies are kept
+    list(strict(frames))
+    assert strict.found < 18
+    src = render(tmp_path / "twos.mp4", [8, 8, 14, 14], rate=24)
+    code, output = run("interpolate", src, "--out", tmp_path / "o.mkv", "--dedup", "--dedup-threshold", "lots")
+    assert code == 2 and output == "error: --dedup-threshold 'lots': give auto or a number of levels from 0 to 255\n"

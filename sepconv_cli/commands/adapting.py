@@ -21,6 +21,7 @@ from sepconv_cli.adaptation import AdaptOptions, AdaptProgress, AdaptResult, ada
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.models.registry import read_weights_file
 from sepconv_cli.sequences import ImageSequence, list_frames
+from sepconv_cli.timespan import TimeSpan
 from sepconv_cli.video import Pipe
 
 PLAIN_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
@@ -41,10 +42,10 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def _frames(src: Path | ImageSequence) -> Iterator[np.ndarray]:
+def _frames(src: Path | ImageSequence, span: TimeSpan | None, deinterlace: bool) -> Iterator[np.ndarray]:
     from sepconv_cli.pipeline import _open_source
 
-    reader, _ = _open_source(src)
+    reader, _ = _open_source(src, span, deinterlace)
     with reader:
         for frame in reader:
             yield frame.rgb
@@ -94,17 +95,20 @@ def _describe(p: AdaptProgress) -> str:
 
 
 def adapt_source(src: Path | ImageSequence | Pipe, base: Path, budget: float, *, total: int | None,
-                 save: Path | None, quiet: bool) -> AdaptResult:
-    """Adapt ``base`` to ``src`` (kept adaptations reused) and, with ``save``, copy the
-    weights to use there. Raises ``InputError`` for a stream (``-``): it can be read once only."""
+                 save: Path | None, quiet: bool, span: TimeSpan | None = None,
+                 deinterlace: bool = False) -> AdaptResult:
+    """Adapt ``base`` to ``src`` (its part ``span``, deinterlaced if asked: the frames the run
+    interpolates; kept adaptations reused) and, with ``save``, copy the weights to use there. Raises ``InputError`` for a stream (``-``): it can be read once only."""
     if isinstance(src, Pipe):
         raise InputError("--adapt reads the input twice (to learn from it, then to interpolate it): "
                          "give a file or frames, not a stream on stdin")
     model = str(read_weights_file(base).get("model"))
     name = src.name if isinstance(src, Path) else src.folder.name
     with adaptation_display(name, quiet=quiet) as progress:
-        result = adapted_weights(lambda: _frames(src), _input_files(src), base, AdaptOptions(budget=budget),
-                                 total=total, model=model, progress=progress)
+        extra = {"span": None if span is None else [str(span.start), str(span.duration)], "deinterlace": deinterlace}
+        result = adapted_weights(lambda: _frames(src, span, deinterlace), _input_files(src), base,
+                                 AdaptOptions(budget=budget), total=total, model=model, extra_key=extra,
+                                 progress=progress)
     if save is not None:
         try:
             save.parent.mkdir(parents=True, exist_ok=True)

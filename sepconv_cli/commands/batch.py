@@ -10,6 +10,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from sepconv_cli.commands.progress import FrameLines
+
 
 class BatchProgress:
     """What the batch loop reports; this one shows nothing but the messages it is given.
@@ -33,6 +35,22 @@ class BatchProgress:
 
     def note(self, line: str) -> None:
         self.write(line)
+
+
+class BatchLines(BatchProgress):
+    """For a log: besides the line per finished file, the running file's progress every
+    10 s (``progress.FrameLines``), so a long file is not silent until it ends."""
+
+    def __init__(self, names: list[str], estimates: list[int | None], write: Callable[[str], None]) -> None:
+        super().__init__(names, estimates, write)
+        self.lines: FrameLines | None = None
+
+    def start(self, index: int) -> None:
+        self.lines = FrameLines(f"[{index + 1}/{len(self.names)}] {self.names[index]}", self.write)
+
+    def frames(self, done: int, total: int | None) -> None:
+        if self.lines is not None:
+            self.lines(done, total)
 
 
 class BatchBars(BatchProgress):
@@ -83,15 +101,18 @@ class BatchBars(BatchProgress):
 
 @contextmanager
 def batch_progress(*, bars: bool, names: list[str], estimates: list[int | None], quiet: bool) -> Iterator[BatchProgress]:
-    """``bars`` on a terminal; otherwise (a log, a pipe) one line per file as it ends.
-    With ``quiet`` only failures are written."""
+    """``bars`` on a terminal; otherwise (a log, a pipe) one line per file as it ends and
+    the running file's progress every 10 s. With ``quiet`` only failures are written."""
 
     def write(line: str) -> None:
         if not quiet or line.startswith("[") and ": error: " in line:
             click.echo(line, err=True)
 
-    if not bars or quiet:
+    if quiet:
         yield BatchProgress(names, estimates, write)
+        return
+    if not bars:
+        yield BatchLines(names, estimates, write)
         return
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -20,6 +20,7 @@ from sepconv_cli.commands.progress import frame_progress, silence_info
 from sepconv_cli.engine import PRECISIONS, Interpolator, Tiling
 from sepconv_cli.ext import OP_IMPLS
 from sepconv_cli.models.registry import MODELS, default_weights, load_weights
+from sepconv_cli.duplicates import AUTO as DEDUP_AUTO
 from sepconv_cli.duplicates import DEFAULT_THRESHOLD as DEDUP_THRESHOLD
 from sepconv_cli.errors import DeviceError, InputError, OutputClosed, OutputError, SepconvError, WeightsError
 from sepconv_cli.images import IMAGE_SUFFIXES
@@ -41,6 +42,7 @@ from sepconv_cli.sequences import (
     list_frames,
     natural_key,
 )
+from sepconv_cli.timespan import TimeSpan, parse_time
 from sepconv_cli.video import PIPE_FORMATS, Pipe, probe
 
 DEFAULT_MODEL = "flowsep"
@@ -73,6 +75,48 @@ class FrameRate(click.ParamType):
                 "such as 60, 59.94 or 30000/1001", ctx=ctx,
             )
         return rate
+
+
+class DedupThreshold(click.ParamType):
+    """``auto`` or a number of 8-bit levels from 0 to 255."""
+
+    name = "levels"
+
+    def convert(self, value, param, ctx) -> float | str:  # noqa: ANN001 - click's signature
+        if isinstance(value, float) or value == DEDUP_AUTO:
+            return value
+        try:
+            levels = float(str(value).strip())
+        except ValueError:
+            levels = -1.0
+        if not 0 <= levels <= 255:
+            raise OneLineUsageError(f"--dedup-threshold {value!r}: give auto or a number of levels from 0 to 255",
+                                    ctx=ctx)
+        return levels
+
+
+class TimeValue(click.ParamType):
+    """A time as exact seconds: ``12.5``, ``1:02.5``, ``01:02:03.250``."""
+
+    name = "time"
+
+    def convert(self, value, param, ctx) -> Fraction:  # noqa: ANN001 - click's signature
+        if isinstance(value, Fraction):
+            return value
+        option = param.opts[0] if param is not None and param.opts else "TIME"
+        try:
+            return parse_time(str(value))
+        except ValueError as error:
+            raise OneLineUsageError(f"{option}: {error}", ctx=ctx) from None
+
+
+def time_span(start: Fraction | None, duration: Fraction | None, ctx: click.Context) -> TimeSpan | None:
+    """``--start``/``--duration`` as a ``TimeSpan`` (None when neither is given)."""
+    if start is None and duration is None:
+        return None
+    if duration is not None and duration <= 0:
+        raise OneLineUsageError(f"--duration must be more than 0 s, not {float(duration):g}", ctx=ctx)
+    return TimeSpan(start or Fraction(0), duration)
 
 
 def format_rate(rate: Fraction) -> str:
@@ -235,7 +279,7 @@ class RunSettings:
 
     fps: Fraction | None
     factor: int
-    dedup: float | None
+    dedup: float | str | None
     input_fps_given: bool
     options: VideoOptions
 
@@ -466,9 +510,9 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
 @click.option("--dedup", is_flag=True,
               help="Drop repeated frames (animation on twos, a recording that stands still) and interpolate between "
                    "the distinct ones at their true times, so motion is even; long still stretches stay still.")
-@click.option("--dedup-threshold", type=click.FloatRange(0, 255), default=DEDUP_THRESHOLD, show_default=True,
-              help="With --dedup: frames whose 8x8 blocks of luma differ by at most this many 8-bit levels on "
-                   "average are the same picture.")
+@click.option("--dedup-threshold", type=DedupThreshold(), default=DEDUP_THRESHOLD, show_default=True,
+              help="With --dedup: auto (learnt from the clip's own compression noise) or the most 8-bit levels by "
+                   "which an 8x8 block of a copy may differ on average, in its most-changed colour channel.")
 @click.option("--adapt", type=Duration(), is_flag=False, flag_value=DEFAULT_BUDGET, default=None, metavar="[DURATION]",
               help=f"First fine-tune the model on the input's own frames for about DURATION (e.g. 5m, 90s; "
                    f"{DEFAULT_BUDGET} if not given), then interpolate with the adapted weights where they beat the "
@@ -484,15 +528,23 @@ def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load:
               help="Local-convolution implementation: auto (compiled kernel, else PyTorch), compiled (or fail), torch.")
 @click.option("--format", "stream_format", type=click.Choice(sorted(PIPE_FORMATS)), default=None,
               help="Stream format of --out - (stdout) [default: y4m]; read ffmpeg's -f yuv4mpegpipe or -f nut.")
+@click.option("--start", type=TimeValue(), metavar="TIME",
+              help="Begin TIME into SOURCE (seconds, e.g. 12.5, or [HH:]MM:SS[.ms]) to try settings on a part; "
+                   "audio and subtitles are cut to the same part, the output starts at 0.")
+@click.option("--duration", type=TimeValue(), metavar="TIME",
+              help="Only this long a part of SOURCE (from --start, else the beginning).")
+@click.option("--deinterlace", is_flag=True,
+              help="Deinterlace interlaced video (FFmpeg's bwdif, one frame per frame) before interpolating; "
+                   "without it interlaced input is interpolated as progressive, with a warning.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def interpolate(
     ctx: click.Context, sources: tuple[str, ...], output: str | None, input_fps: Fraction | None, model: str, weights: Path | None, device: str,
     precision: str, factor: str, fps: Fraction | None, codec: str | None, crf: int, preset: str, lossless: bool,
-    scene_threshold: float, dedup: bool, dedup_threshold: float, adapt: float | None, save_adapted: Path | None,
+    scene_threshold: float, dedup: bool, dedup_threshold: float | str, adapt: float | None, save_adapted: Path | None,
     batch_size: int, tile: int, max_pixels: int, op_impl: str, stream_format: str | None,
-    overwrite: bool, quiet: bool,
+    start: Fraction | None, duration: Fraction | None, deinterlace: bool, overwrite: bool, quiet: bool,
 ) -> None:
     """Write SOURCE at 2x (or --factor 4, 8) its frame rate, or at --fps RATE; audio and duration kept.
 
@@ -513,6 +565,10 @@ def interpolate(
                                 ctx=ctx)
     if "-" in sources and len(sources) > 1:
         raise OneLineUsageError("SOURCE - (stdin) cannot be combined with other sources", ctx=ctx)
+    span = time_span(start, duration, ctx)
+    if span is not None and "-" in sources:
+        raise OneLineUsageError("--start/--duration need a file or frames; a stream on stdin is read as it comes",
+                                ctx=ctx)
     if sources == ("-",) and output is None:
         raise OneLineUsageError("SOURCE - (stdin) needs --out: a file, frames, or - for stdout", ctx=ctx)
     if output == "-":
@@ -536,7 +592,7 @@ def interpolate(
         options=VideoOptions(
             factor=int(factor), codec=codec, crf=crf, preset=preset, lossless=lossless,
             overwrite=overwrite, scene_threshold=scene_threshold, batch_size=batch_size,
-            dedup=dedup_threshold if dedup else None,
+            dedup=dedup_threshold if dedup else None, span=span, deinterlace=deinterlace,
         ),
     )
 
@@ -550,7 +606,8 @@ def interpolate(
         return weights if weights is not None else default_weights(model)
 
     def adapted(src: Path | ImageSequence | Pipe) -> Path:
-        return adapt_source(src, base_weights(), adapt, total=_estimate(src), save=save_adapted, quiet=quiet).weights
+        return adapt_source(src, base_weights(), adapt, total=None if span else _estimate(src), save=save_adapted, quiet=quiet,
+                            span=span, deinterlace=deinterlace).weights
 
     def load(chosen: Path | None = None) -> Interpolator:
         if chosen is not None:
@@ -587,7 +644,8 @@ def interpolate(
         interpolator = load(adapted(src) if adapt is not None else None)
         multiplier = check_rate(src, settings, interpolator, ctx)
         try:
-            with frame_progress(enabled=not quiet and sys.stderr.isatty(), description=describe(src, dst, settings)) as progress:
+            with frame_progress(enabled=not quiet, lines=not sys.stderr.isatty(),
+                                description=describe(src, dst, settings)) as progress:
                 report = run_one(src, dst, interpolator, settings, progress, multiplier)
         except OutputClosed as closed:
             # The reader took what it wanted (``| head``, ``ffmpeg -frames:v N``): not a failure.

@@ -24,11 +24,67 @@ def silence_info(quiet: bool) -> None:
         logging.getLogger("sepconv_cli").setLevel(logging.WARNING)
 
 
+def _clock() -> float:
+    """The clock of the progress lines (a seam: tests replace it to skip the waiting)."""
+    return time.monotonic()
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3:05``, ``1:02:09``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class FrameLines:
+    """``progress(done, total)`` for a log: a plain line every ``every_s`` seconds of the
+    run (none before the first interval ends, so a short run prints only its summary),
+    e.g. ``clip.mp4 → clip.2x.mp4: 120/480 frames (25%), 3.1 frames/s, ETA 1:56``.
+    ``clock`` returns seconds (monotonic); it is read at each call."""
+
+    def __init__(self, description: str, write: Callable[[str], None], *, unit: str = "frames",
+                 every_s: float = 10.0, clock: Callable[[], float] | None = None) -> None:
+        self.description, self.write, self.unit, self.every_s = description, write, unit, every_s
+        self.clock = clock or _clock
+        self.started = self.clock()
+        self.last_line = self.started
+        self.first: tuple[float, int] | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = self.clock()
+        if self.first is None:
+            self.first = (now, done)
+        if now - self.last_line < self.every_s:
+            return
+        self.last_line = now
+        elapsed = now - self.started
+        # The first frame carries the warm-up (a kernel build, the first network call):
+        # the rate, and so the ETA, is measured after it once there is something to measure.
+        since, before = self.first
+        if done > before and now > since:
+            rate = (done - before) / (now - since)
+        else:
+            rate = done / elapsed if elapsed > 0 else 0.0
+        line = f"{self.description}: {_fraction(done, total)} {self.unit}, {rate:.1f} {self.unit}/s"
+        if total and rate > 0 and done < total:
+            line += f", ETA {_duration((total - done) / rate)}"
+        self.write(f"{line} [{_duration(elapsed)}]")
+
+
 @contextmanager
-def frame_progress(*, enabled: bool, description: str, unit: str = "frames") -> Iterator[Callable[[int, int | None], None]]:
-    """A ``progress(done, total)`` callback drawing a bar on the terminal, or doing nothing."""
+def frame_progress(*, enabled: bool, description: str, unit: str = "frames",
+                   lines: bool = False) -> Iterator[Callable[[int, int | None], None]]:
+    """A ``progress(done, total)`` callback drawing a bar on the terminal, writing a
+    ``FrameLines`` line to stderr now and then with ``lines`` (stderr is a log or a pipe),
+    or doing nothing (``enabled=False``, i.e. ``--quiet``)."""
     if not enabled:
         yield lambda done, total: None
+        return
+    if lines:
+        yield FrameLines(description, lambda text: click.echo(text, err=True), unit=unit)
         return
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
