@@ -200,12 +200,11 @@ FS_HD void softmax3(const scalar_t* l, scalar_t* s) {
   s[2] = e2 / sum;
 }
 
-// Forward of one pixel: writes out[0..3) (through the output's strides by the caller).
+// Forward of one pixel from its gated, upsampled parameters r[0..P): writes out3[0..3).
 template <typename scalar_t>
-FS_HD void forward_pixel(const Inputs<scalar_t>& in, int64_t b, int64_t y, int64_t x, scalar_t* out3) {
-  scalar_t r[kMaxParams];
+FS_HD void forward_from_params(const Inputs<scalar_t>& in, int64_t b, int64_t y, int64_t x, const scalar_t* r,
+                               scalar_t* out3) {
   const int64_t k = 2 * in.taps + 3 * in.taps * in.taps;
-  sample_params(in, b, y, x, 2 * k + 3, r);
   scalar_t c0[3], c1[3], d0, d1;
   bool g0, g1;
   candidate(in.frame0, in.s_frame0, in.flow0, in.s_flow0, in, b, y, x, r, c0, d0, g0);
@@ -216,6 +215,15 @@ FS_HD void forward_pixel(const Inputs<scalar_t>& in, int64_t b, int64_t y, int64
   for (int c = 0; c < 3; ++c) {
     out3[c] = s[0] * c0[c] + s[1] * c1[c] + s[2] * at(in.splat, in.s_splat, b, c, y, x);
   }
+}
+
+// Forward of one pixel, sampling its parameters itself (the CUDA kernel's way).
+template <typename scalar_t>
+FS_HD void forward_pixel(const Inputs<scalar_t>& in, int64_t b, int64_t y, int64_t x, scalar_t* out3) {
+  scalar_t r[kMaxParams];
+  const int64_t k = 2 * in.taps + 3 * in.taps * in.taps;
+  sample_params(in, b, y, x, 2 * k + 3, r);
+  forward_from_params(in, b, y, x, r, out3);
 }
 
 // Backward of one candidate: given dL/dC (3 values), adds dL/dr for this frame's k params.
@@ -270,13 +278,12 @@ FS_HD void candidate_backward(const scalar_t* frame, const Strides& sf, const sc
 }
 
 // Backward of one pixel: dL/d(upsampled, ungated params) at this pixel into g[0..P).
+// r: the pixel's gated, upsampled parameters.
 template <typename scalar_t>
-FS_HD void backward_pixel(const Inputs<scalar_t>& in, int64_t b, int64_t y, int64_t x, const scalar_t* grad_out3,
-                          scalar_t* g) {
-  scalar_t r[kMaxParams];
+FS_HD void backward_from_params(const Inputs<scalar_t>& in, int64_t b, int64_t y, int64_t x, const scalar_t* r,
+                                const scalar_t* grad_out3, scalar_t* g) {
   const int64_t k = 2 * in.taps + 3 * in.taps * in.taps;
   const int64_t count = 2 * k + 3;
-  sample_params(in, b, y, x, count, r);
   scalar_t c0[3], c1[3], d0, d1;
   bool g0, g1;
   candidate(in.frame0, in.s_frame0, in.flow0, in.s_flow0, in, b, y, x, r, c0, d0, g0);
@@ -304,6 +311,16 @@ FS_HD void backward_pixel(const Inputs<scalar_t>& in, int64_t b, int64_t y, int6
   candidate_backward(in.frame1, in.s_frame1, in.flow1, in.s_flow1, in, b, y, x, r + k, c1, d1, g1, gc1, g + k);
   const scalar_t gate = in.gate[b];
   for (int64_t c = 0; c < count; ++c) g[c] *= gate;
+}
+
+// Backward of one pixel, sampling its parameters itself (the CUDA kernel's way).
+template <typename scalar_t>
+FS_HD void backward_pixel(const Inputs<scalar_t>& in, int64_t b, int64_t y, int64_t x, const scalar_t* grad_out3,
+                          scalar_t* g) {
+  scalar_t r[kMaxParams];
+  const int64_t k = 2 * in.taps + 3 * in.taps * in.taps;
+  sample_params(in, b, y, x, 2 * k + 3, r);
+  backward_from_params(in, b, y, x, r, grad_out3, g);
 }
 
 }  // namespace flowsep
