@@ -135,11 +135,7 @@ class FlowSep(nn.Module):
             splatted, coverage = splat(frame1, frame2, f01, f10, prior.t)
             # Holes of the splat take the backward blend, so the candidate is defined everywhere.
             splatted = torch.where(coverage > 1e-3, splatted, prior.blend())
-            features = torch.cat([
-                frame1 - 0.5, frame2 - 0.5, prior.warped0 - 0.5, prior.warped1 - 0.5, splatted - 0.5,
-                torch.log1p(prior.error0), torch.log1p(prior.error1), coverage.clamp(0, 2),
-                prior.t.expand_as(coverage), prior.ft0 / FLOW_SCALE, prior.ft1 / FLOW_SCALE,
-            ], 1)
+            features = self._features(frame1, frame2, prior, splatted, coverage)
         # The head stays at the U-Net's half resolution: the synthesis samples it per output
         # pixel (compiled kernel) or upsamples it first (the reference composition).
         params = self.head(self.unet(features))
@@ -147,3 +143,23 @@ class FlowSep(nn.Module):
             frame1, frame2, splatted, prior.ft0, prior.ft1, prior.weight0, params,
             gate(prior.t).reshape(-1), self.config.kernel_size,
         )
+
+    def _features(self, frame1: Tensor, frame2: Tensor, prior: FlowPrior, splatted: Tensor, coverage: Tensor) -> Tensor:
+        """The U-Net's 23 input channels, (B, 23, H, W), written straight into one buffer in
+        the memory format of the network's weights: a torch.cat of temporaries, then the
+        convolution's copy to channels_last, were two more full-size passes over 23 channels."""
+        channels_last = self.head.weight.is_contiguous(memory_format=torch.channels_last)
+        batch, _, height, width = frame1.shape
+        features = torch.empty(
+            (batch, 23, height, width), dtype=frame1.dtype, device=frame1.device,
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+        )
+        for index, image in enumerate((frame1, frame2, prior.warped0, prior.warped1, splatted)):
+            torch.sub(image, 0.5, out=features[:, 3 * index : 3 * index + 3])
+        torch.log1p(prior.error0, out=features[:, 15:16])
+        torch.log1p(prior.error1, out=features[:, 16:17])
+        torch.clamp(coverage, 0, 2, out=features[:, 17:18])
+        features[:, 18:19] = prior.t
+        torch.div(prior.ft0, FLOW_SCALE, out=features[:, 19:21])
+        torch.div(prior.ft1, FLOW_SCALE, out=features[:, 21:23])
+        return features
