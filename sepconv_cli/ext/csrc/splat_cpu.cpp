@@ -4,7 +4,8 @@
 // per frame and corner and eight index_add_ passes; here each source pixel is read once,
 // its consistency error computed on the spot (bilinear, border-clamped: grid_sample with
 // align_corners=True and padding_mode="border") and its four bilinear shares added to an
-// (H, W, 4) accumulator. One task per batch item: the scatter targets are data-dependent.
+// (H, W, 4) accumulator. The scatter targets are data-dependent, so each thread splats a
+// band of source rows into an accumulator of its own and the accumulators are summed after.
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -46,9 +47,10 @@ scalar_t sample(const Plane<scalar_t>& image, int64_t channel, scalar_t py, scal
 }
 
 template <typename scalar_t>
-void splat_one(const Plane<scalar_t>& source, const Plane<scalar_t>& other, const Plane<scalar_t>& flow,
-               scalar_t factor, scalar_t time_weight, int64_t height, int64_t width, scalar_t* total) {
-  for (int64_t y = 0; y < height; ++y) {
+void splat_rows(const Plane<scalar_t>& source, const Plane<scalar_t>& other, const Plane<scalar_t>& flow,
+                scalar_t factor, scalar_t time_weight, int64_t height, int64_t width, int64_t first, int64_t last,
+                scalar_t* total) {
+  for (int64_t y = first; y < last; ++y) {
     for (int64_t x = 0; x < width; ++x) {
       const scalar_t fx = flow(0, y, x), fy = flow(1, y, x);
       if (!std::isfinite(fx) || !std::isfinite(fy)) continue;
@@ -97,25 +99,34 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& frame0, const at::T
   at::Tensor coverage = at::empty({batch, 1, height, width}, frame0.options());
   if (image.numel() == 0) return {image, coverage};
   const at::Tensor times = t.contiguous();
+  const int64_t pixels = height * width;
+  const int threads = at::get_num_threads();
   AT_DISPATCH_FLOATING_TYPES(frame0.scalar_type(), "splat_cpu", [&] {
-    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> total(height * width * 4);
-      for (int64_t b = begin; b < end; ++b) {
-        std::fill(total.begin(), total.end(), scalar_t(0));
-        const scalar_t tb = times.data_ptr<scalar_t>()[b];
-        const auto p0 = plane<scalar_t>(frame0, b), p1 = plane<scalar_t>(frame1, b);
-        splat_one<scalar_t>(p0, p1, plane<scalar_t>(f01, b), tb, 1 - tb, height, width, total.data());
-        splat_one<scalar_t>(p1, p0, plane<scalar_t>(f10, b), 1 - tb, tb, height, width, total.data());
-        scalar_t* im = image.data_ptr<scalar_t>() + b * 3 * height * width;
-        scalar_t* cov = coverage.data_ptr<scalar_t>() + b * height * width;
-        for (int64_t p = 0; p < height * width; ++p) {
-          const scalar_t* cell = total.data() + p * 4;
+    std::vector<std::vector<scalar_t>> totals(threads, std::vector<scalar_t>(pixels * 4));
+    for (int64_t b = 0; b < batch; ++b) {
+      const scalar_t tb = times.data_ptr<scalar_t>()[b];
+      const auto p0 = plane<scalar_t>(frame0, b), p1 = plane<scalar_t>(frame1, b);
+      const auto g01 = plane<scalar_t>(f01, b), g10 = plane<scalar_t>(f10, b);
+      for (auto& total : totals) std::fill(total.begin(), total.end(), scalar_t(0));
+      at::parallel_for(0, height, 16, [&](int64_t first, int64_t last) {
+        scalar_t* total = totals[at::get_thread_num()].data();
+        splat_rows<scalar_t>(p0, p1, g01, tb, 1 - tb, height, width, first, last, total);
+        splat_rows<scalar_t>(p1, p0, g10, 1 - tb, tb, height, width, first, last, total);
+      });
+      scalar_t* im = image.data_ptr<scalar_t>() + b * 3 * pixels;
+      scalar_t* cov = coverage.data_ptr<scalar_t>() + b * pixels;
+      at::parallel_for(0, pixels, 4096, [&](int64_t first, int64_t last) {
+        for (int64_t p = first; p < last; ++p) {
+          scalar_t cell[4] = {0, 0, 0, 0};
+          for (const auto& total : totals) {
+            for (int c = 0; c < 4; ++c) cell[c] += total[p * 4 + c];
+          }
           const scalar_t w = cell[3];
           cov[p] = w;
-          for (int c = 0; c < 3; ++c) im[c * height * width + p] = w > scalar_t(1e-3) ? cell[c] / w : scalar_t(0);
+          for (int c = 0; c < 3; ++c) im[c * pixels + p] = w > scalar_t(1e-3) ? cell[c] / w : scalar_t(0);
         }
-      }
-    });
+      });
+    }
   });
   return {image, coverage};
 }
