@@ -44,10 +44,10 @@ For every size, in one run:
   "% of peak" divides the executed FLOPs per second by the device's practical peak: the
   median GFLOP/s of a large matrix product in the run's precision, measured here.
 - **local-conv share**: the op alone, timed on random inputs of the same tile sizes (both
-  frames), as a fraction of the network-only median. flowsep's op is DSepConv's
-  (``deformable_separable_conv`` with n×n offsets and masks, in the same memory layouts:
-  NHWC kernels, offsets and masks when the network is channels_last, NCHW frames) and is
-  timed the same way, with offsets uniform in ±3 px rather than flow plus residual.
+  frames), as a fraction of the network-only median. flowsep's op is its fused synthesis
+  (``sepconv_cli.ext.flowsep_synthesis``: both frames' deformable convolutions from the
+  half-resolution head, their normalisation and the blend, in one call), on a random head in
+  the network's layout and flows uniform in ±3 px rather than DIS flow.
 
 flowsep's tiles carry a context that grows with the largest flow of the pair (the engine's
 rule), so its tiles, FLOPs and times depend on the content: the tiles are recorded on the
@@ -283,8 +283,9 @@ def time_op(interpolator: Interpolator, shapes: list[tuple[int, int]], repeats: 
     Inputs are random, in float32 (the op computes in float32 under autocast too); the
     per-pixel kernels are NHWC when the network is (its subnets then produce them so, while
     the frames stay NCHW), and the implementation is the one ``interpolator`` selects.
-    flowsep calls DSepConv's deformable op with the same shapes and layouts (its kernels,
-    offsets and masks are channel slices of one NHWC head output when channels_last).
+    flowsep's is its fused synthesis (``sepconv_cli.ext.flowsep_synthesis``: both frames'
+    deformable convolutions, their normalisation and the blend, in one call) on a random
+    half-resolution head in the network's layout, flows of ±3 px.
     """
     model, device = interpolator.model, interpolator.device
     k = model.config.kernel_size
@@ -297,7 +298,16 @@ def time_op(interpolator: Interpolator, shapes: list[tuple[int, int]], repeats: 
         if model.name == "sepconv":
             args = (torch.rand(1, 3, height + k - 1, width + k - 1, device=device), rand(k, height, width), rand(k, height, width))
             op = separable_conv
-        else:  # dsepconv, flowsep
+        elif model.name == "flowsep":
+            from sepconv_cli.ext.flowsep_synthesis import flowsep_synthesis, params_per_frame
+
+            planes = [torch.rand(1, c, height, width, device=device) for c in (3, 3, 3, 2, 2, 1)]
+            planes[3].sub_(0.5).mul_(6)
+            planes[4].sub_(0.5).mul_(6)
+            head = rand(2 * params_per_frame(k) + 3, height // 2, width // 2).sub_(0.5).mul_(0.2)
+            args = (*planes, head, torch.ones(1, device=device), k)
+            op = flowsep_synthesis
+        else:  # dsepconv
             offsets = [rand(k * k, height, width).sub_(0.5).mul_(6) for _ in range(2)]
             args = (torch.rand(1, 3, height, width, device=device), rand(k, height, width), rand(k, height, width), *offsets, rand(k * k, height, width))
             op = deformable_separable_conv
@@ -307,7 +317,8 @@ def time_op(interpolator: Interpolator, shapes: list[tuple[int, int]], repeats: 
             start = time.perf_counter()
             with use_op_impl(interpolator.op_impl):
                 op(*args)
-                op(*args)  # the second input frame
+                if model.name != "flowsep":  # flowsep's op takes both frames at once
+                    op(*args)  # the second input frame
             sync(device)
             if index:
                 times.append(time.perf_counter() - start)

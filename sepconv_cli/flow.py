@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from sepconv_cli.ext.separable_conv import Extension, select_extension
+
 __all__ = [
     "FlowPrior",
     "baseline",
@@ -39,6 +41,7 @@ __all__ = [
     "flow_prior",
     "intermediate_flows",
     "splat",
+    "splat_reference",
     "warp",
 ]
 
@@ -47,6 +50,8 @@ __all__ = [
 MAX_FLOW_WIDTH = 1280
 
 _local = threading.local()
+
+SPLAT_KERNELS = {"cpu": Extension("sepconv_splat_cpu", ("splat_cpu.cpp",))}
 
 
 def _dis():  # noqa: ANN202 - cv2.DISOpticalFlow
@@ -160,7 +165,21 @@ def splat(frame0: Tensor, frame1: Tensor, f01: Tensor, f10: Tensor, t: float | T
     frame 1, so where two pixels land on one, the one whose flow is consistent wins.
     Returns the normalised frame (N, 3, H, W) and the total weight per pixel (N, 1, H, W);
     where the weight is below 1e-3 (holes) the frame is 0.
+
+    On the CPU a compiled kernel (``ext/csrc/splat_cpu.cpp``) does this in one pass per
+    frame; the code below is its reference and runs everywhere else.
     """
+    t = _time(t, frame0)
+    if frame0.device.type == "cpu" and frame0.dtype in (torch.float32, torch.float64):
+        extension = select_extension(SPLAT_KERNELS, frame0.device)
+        if extension is not None:
+            return extension.forward(frame0, frame1, f01.to(frame0.dtype), f10.to(frame0.dtype), t.reshape(-1).contiguous())
+    return splat_reference(frame0, frame1, f01, f10, t)
+
+
+@torch.no_grad()
+def splat_reference(frame0: Tensor, frame1: Tensor, f01: Tensor, f10: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+    """``splat`` in PyTorch ops: the definition the compiled CPU kernel is tested against."""
     t = _time(t, frame0)
     n, c, height, width = frame0.shape
     total = torch.zeros(n * height * width, c + 1, dtype=frame0.dtype, device=frame0.device)

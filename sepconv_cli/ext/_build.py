@@ -80,6 +80,15 @@ def _cpu_flags() -> list[str]:
     return ["-O3"]  # Apple clang: no -fopenmp; parallel_for then runs on one thread
 
 
+def _headers_flag() -> str:
+    """A define naming the hash of ``csrc/*.h``: the JIT cache hashes only the listed sources
+    and the flags, so this makes a changed shared header rebuild the kernels that include it."""
+    digest = hashlib.sha1()
+    for header in sorted(CSRC.glob("*.h")):
+        digest.update(header.read_bytes())
+    return f"-DSEPCONV_HEADERS={digest.hexdigest()[:12]}"
+
+
 def _build(name: str, sources: list[str], cuda: bool) -> ModuleType | str | None:
     """The built pybind11 module (CUDA), or the path of the loaded operator library (CPU)."""
     lock = _build_directory(name) / "lock"
@@ -91,7 +100,7 @@ def _build(name: str, sources: list[str], cuda: bool) -> ModuleType | str | None
         logger.info(
             "compiling the %s kernels %s, once per machine (%s)", kind, name, "about a minute" if cuda else "about 20 s"
         )
-    cflags = ["-O3"] if cuda else _cpu_flags()
+    cflags = (["-O3"] if cuda else _cpu_flags()) + [_headers_flag()]
     try:
         from torch.utils.cpp_extension import load
 
@@ -99,7 +108,7 @@ def _build(name: str, sources: list[str], cuda: bool) -> ModuleType | str | None
             name=name,
             sources=[str(CSRC / s) for s in sources],
             extra_cflags=cflags,
-            extra_cuda_cflags=["-O3"],
+            extra_cuda_cflags=["-O3", _headers_flag()],
             extra_ldflags=["-fopenmp"] if "-fopenmp" in cflags else None,
             is_python_module=cuda,
             verbose=os.environ.get("SEPCONV_VERBOSE_BUILD", "") not in ("", "0"),

@@ -21,20 +21,19 @@ enough to train and run on a CPU.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sepconv_cli.ext import deformable_separable_conv
+from sepconv_cli.ext.flowsep_synthesis import SPLAT_PRIOR, flowsep_synthesis, params_per_frame
 from sepconv_cli.flow import FlowPrior, flow_prior, splat
-from sepconv_cli.models.blocks import check_frame_pair, deformable_kernel_sum
+from sepconv_cli.models.blocks import check_frame_pair
 
-# Share of the splat candidate in the untrained blend: small enough that the network
-# starts at the flow baseline (< 0.01 dB away), large enough to pass a gradient.
-SPLAT_PRIOR = 1e-3
+# SPLAT_PRIOR, the share of the splat candidate in the untrained blend: small enough that the
+# network starts at the flow baseline (< 0.01 dB away), large enough to pass a gradient.
+__all__ = ["FLOW_SCALE", "SPLAT_PRIOR", "FlowSep", "FlowSepConfig", "gate"]
 FLOW_SCALE = 32.0  # flows enter the network divided by this (px)
 
 
@@ -112,7 +111,7 @@ class FlowSep(nn.Module):
         super().__init__()
         self.config = config
         n = config.kernel_size
-        self.per_frame = 2 * n + 3 * n * n  # v, h, dy, dx, mask
+        self.per_frame = params_per_frame(n)  # v, h, dy, dx, mask
         # I0, I1, W0, W1, splat (15), e0, e1, coverage, t (4), Ft0, Ft1 (4)
         self.unet = _UNet(23, config.channels)
         self.head = nn.Conv2d(config.channels[0], 2 * self.per_frame + 3, 3, padding=1)
@@ -136,41 +135,31 @@ class FlowSep(nn.Module):
             splatted, coverage = splat(frame1, frame2, f01, f10, prior.t)
             # Holes of the splat take the backward blend, so the candidate is defined everywhere.
             splatted = torch.where(coverage > 1e-3, splatted, prior.blend())
-            features = torch.cat([
-                frame1 - 0.5, frame2 - 0.5, prior.warped0 - 0.5, prior.warped1 - 0.5, splatted - 0.5,
-                torch.log1p(prior.error0), torch.log1p(prior.error1), coverage.clamp(0, 2),
-                prior.t.expand_as(coverage), prior.ft0 / FLOW_SCALE, prior.ft1 / FLOW_SCALE,
-            ], 1)
-        out = self.head(self.unet(features))
-        out = F.interpolate(out, size=frame1.shape[-2:], mode="bilinear", align_corners=False)
-        weight = gate(prior.t)
-        if not bool((weight == 1).all()):  # most calls are at t in [0.15, 0.85]: skip a full-size multiply
-            out = out * weight
-        k = self.per_frame
-        candidate0 = self._synthesise(frame1, out[:, :k], prior.ft0)
-        candidate1 = self._synthesise(frame2, out[:, k : 2 * k], prior.ft1)
-        logits = torch.cat([
-            torch.log(prior.weight0.clamp_min(1e-6)),
-            torch.log((1 - prior.weight0).clamp_min(1e-6)),
-            torch.full_like(prior.weight0, math.log(SPLAT_PRIOR)),
-        ], 1) + out[:, 2 * k :]
-        weights = torch.softmax(logits, 1)
-        return weights[:, :1] * candidate0 + weights[:, 1:2] * candidate1 + weights[:, 2:] * splatted
+            features = self._features(frame1, frame2, prior, splatted, coverage)
+        # The head stays at the U-Net's half resolution: the synthesis samples it per output
+        # pixel (compiled kernel) or upsamples it first (the reference composition).
+        params = self.head(self.unet(features))
+        return flowsep_synthesis(
+            frame1, frame2, splatted, prior.ft0, prior.ft1, prior.weight0, params,
+            gate(prior.t).reshape(-1), self.config.kernel_size,
+        )
 
-    def _synthesise(self, frame: Tensor, residual: Tensor, flow: Tensor) -> Tensor:
-        """One frame through the deformable separable convolution, its taps moved by ``flow`` + residual."""
-        n = self.config.kernel_size
-        nn_ = n * n
-        centre = torch.zeros(1, n, 1, 1, dtype=frame.dtype, device=frame.device)
-        centre[:, n // 2] = 1
-        vertical = centre + residual[:, :n]
-        horizontal = centre + residual[:, n : 2 * n]
-        offset_y = flow[:, 1:2] + residual[:, 2 * n : 2 * n + nn_]
-        offset_x = flow[:, 0:1] + residual[:, 2 * n + nn_ : 2 * n + 2 * nn_]
-        mask = 2 * torch.sigmoid(residual[:, 2 * n + 2 * nn_ :])
-        output = deformable_separable_conv(frame, vertical, horizontal, offset_y, offset_x, mask)
-        total = deformable_kernel_sum(vertical, horizontal, mask)
-        # Kernels that sum to ~0 would blow up; there the unnormalised sum is kept.
-        total = torch.where(total.abs() < 0.01, torch.ones_like(total), total)
-        return output / total
-
+    def _features(self, frame1: Tensor, frame2: Tensor, prior: FlowPrior, splatted: Tensor, coverage: Tensor) -> Tensor:
+        """The U-Net's 23 input channels, (B, 23, H, W), written straight into one buffer in
+        the memory format of the network's weights: a torch.cat of temporaries, then the
+        convolution's copy to channels_last, were two more full-size passes over 23 channels."""
+        channels_last = self.head.weight.is_contiguous(memory_format=torch.channels_last)
+        batch, _, height, width = frame1.shape
+        features = torch.empty(
+            (batch, 23, height, width), dtype=frame1.dtype, device=frame1.device,
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+        )
+        for index, image in enumerate((frame1, frame2, prior.warped0, prior.warped1, splatted)):
+            torch.sub(image, 0.5, out=features[:, 3 * index : 3 * index + 3])
+        torch.log1p(prior.error0, out=features[:, 15:16])
+        torch.log1p(prior.error1, out=features[:, 16:17])
+        torch.clamp(coverage, 0, 2, out=features[:, 17:18])
+        features[:, 18:19] = prior.t
+        torch.div(prior.ft0, FLOW_SCALE, out=features[:, 19:21])
+        torch.div(prior.ft1, FLOW_SCALE, out=features[:, 21:23])
+        return features
