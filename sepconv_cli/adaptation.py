@@ -10,8 +10,11 @@ better of the adapted and the original weights on triplets it held out:
   frames are two steps apart, twice the motion the model meets between neighbours at run
   time, so each triplet is also used downscaled ×2 (the same motion in pixels as at run
   time, on half-size content).
-- **Against over-fitting**: half of every batch is procedural scenes (``data.synthetic``)
-  textured with frames of the video itself, with known ground truth at random t.
+- **Against over-fitting**: with ``scenes``, half of every batch is procedural scenes
+  (``data.synthetic``) textured with frames of the video itself, with known ground truth at
+  random t. Off by default: in budgets of minutes the model sees each patch a few times
+  only, the held-out check below guards the rest, and every step spent on scenes is one
+  not spent on the video.
 - **Never worse**: every ``held_out_every``-th chosen triplet is kept out of training; the
   original weights are scored on them before the first step (``validate_init``) and the
   checkpoint that scores best there is exported, the original weights if nothing beats
@@ -68,7 +71,7 @@ class AdaptOptions:
     triplets: int = 120
     held_out_every: int = 6
     val_patch: int = 256
-    scenes: bool = True
+    scenes: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

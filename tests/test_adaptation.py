@@ -67,7 +67,8 @@ def test_adaptation_that_cannot_help_keeps_the_original_weights(tmp_path: Path, 
     # Learning rates this large can only wreck the network (0.5) or make it diverge (5):
     # the held-out triplets, or the NaN loss, must say so.
     for lr in (0.5, 5.0):
-        options = AdaptOptions(**{**TINY.__dict__, "lr": lr})
+        # (with procedural scenes mixed in once, so that path runs too)
+        options = AdaptOptions(**{**TINY.__dict__, "lr": lr, "scenes": lr == 0.5})
         result = adapt(moving_frames(), flowsep_weights, tmp_path / f"work{lr}", options)
         assert not result.adapted, lr
         assert result.weights.read_bytes() == flowsep_weights.read_bytes()
