@@ -45,6 +45,7 @@ from sepconv_cli.cli import cli
 from sepconv_cli.models.registry import build_model, save_weights
 from tests.conftest import TINY_DSEPCONV, TINY_SEPCONV
 from tests.media import make_video, texture
+from tests.test_interlaced_alpha import interlaced
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -181,6 +182,8 @@ MEDIA: dict[str, Callable[[Path], None]] = {
     "clip2.mp4": _clip(),
     "talk.mp4": _clip(),
     "film.mp4": _clip(rate=24),
+    "film.mkv": _clip(frames=8),
+    "tape.mpg": lambda path: interlaced(path, "mpeg2video", "bb"),
     "cartoon.mp4": _on_twos,
     "shot": _frames,
     "render": lambda folder: _frames(folder, deep=True, pattern="{:04d}.tif"),
@@ -248,6 +251,9 @@ EXAMPLES: dict[str, Example] = {
     "sepconv interpolate clip.mp4 --out frames/%06d.png": Example(media=("clip.mp4",), outputs=("frames/*.png",)),
     "ffmpeg -i in.mkv -f yuv4mpegpipe - | sepconv interpolate - --out - --format y4m | ffmpeg -i - out.mp4": Example(),
     "sepconv interpolate cartoon.mp4 --dedup --out smooth.mp4": Example(media=("cartoon.mp4",), outputs=("smooth.mp4",)),
+    "sepconv interpolate film.mkv --start 1:02:30 --duration 5 --out try.mkv": Example(
+        media=("film.mkv",), outputs=("try.mkv",), change={"--start": "0.08", "--duration": "0.12"}),
+    "sepconv interpolate tape.mpg --deinterlace --out tape.50.mkv": Example(media=("tape.mpg",), outputs=("tape.50.mkv",)),
     "sepconv interpolate clip.mp4 --adapt 5m --out 2x.mp4": Example(
         skip="trains for minutes on frames of at least 160 px; tests/test_adaptation.py runs it on a small budget"),
     "sepconv interpolate clips/ --fps 60 --out clips.60/": Example(
