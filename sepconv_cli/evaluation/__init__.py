@@ -23,7 +23,15 @@ from sepconv_cli.evaluation.benchmarks import (
     default_root,
     open_benchmark,
 )
-from sepconv_cli.evaluation.methods import BASELINES, DEFAULT_MODEL, Method, ModelMethod, build_methods, default_methods
+from sepconv_cli.evaluation.methods import (
+    BASELINES,
+    DEFAULT_MODEL,
+    PEERS,
+    Method,
+    ModelMethod,
+    build_methods,
+    default_methods,
+)
 from sepconv_cli.evaluation.runner import (
     PSNR_CAP,
     Evaluation,
@@ -43,6 +51,7 @@ __all__ = [
     "BENCHMARKS",
     "DATA_ENV",
     "DEFAULT_MODEL",
+    "PEERS",
     "PSNR_CAP",
     "Dataset",
     "Evaluation",

