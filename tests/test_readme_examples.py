@@ -23,7 +23,6 @@ keys of ``MEDIA``; add a maker there for a new name) and the outputs it must wri
 from __future__ import annotations
 
 import importlib.util
-
 import io
 import json
 import os
