@@ -175,7 +175,7 @@ def _clip_dataset(frames: list[np.ndarray], truth: Callable[[int], np.ndarray]) 
     return Dataset("video", (), (Sample("clip", (len(frames) - 1) // 2, read),))
 
 
-def test_eval_adapts_on_the_given_frames_only(flowsep_weights: Path) -> None:
+def test_eval_adapts_on_the_given_frames_only(flowsep_weights: Path, tmp_path: Path) -> None:
     frames = moving_frames(25)
     noise = np.random.default_rng(1).integers(0, 256, frames[0].shape).astype(np.uint8)
     honest = _clip_dataset(frames, lambda k: frames[k])
@@ -185,9 +185,11 @@ def test_eval_adapts_on_the_given_frames_only(flowsep_weights: Path) -> None:
     digests, scores = [], []
     for dataset in (honest, scrambled):
         base = build_methods(["flowsep"], weights=[flowsep_weights])
-        adapted = adapted_methods(base, TINY)
+        kept = tmp_path / f"kept{len(digests)}"
+        adapted = adapted_methods(base, TINY, keep_in=kept)
         result = run_evaluation(dataset, [*base, *adapted])
         digests.append(parameter_digest(adapted[0].interpolator.model))
+        assert parameter_digest(load_weights(kept / "clip.flowsep+adapt.pt")) == digests[-1]
         scores.append([s.psnr for s in result.overall() if s.method == "flowsep+adapt"][0])
         assert "clip" in adapted[0].results
     # The ground truth changed completely, the adapted weights not at all; the scores did.

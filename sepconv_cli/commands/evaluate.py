@@ -162,7 +162,8 @@ def evaluate(
     chosen = build_methods(names, weights=weights, tta=tta, device=device, precision=precision)
     if adapt is not None:
         chosen += adapted_methods(chosen, AdaptOptions(budget=adapt),
-                                  note=(lambda text: None) if quiet else (lambda text: click.echo(text, err=True)))
+                                  note=(lambda text: None) if quiet else (lambda text: click.echo(text, err=True)),
+                                  keep_in=report_dir / "adapted" if report_dir else None)
     # A --weights file for flowsep brings it in anyway: then the note would be wrong.
     has_default = any(getattr(m, "model", None) == DEFAULT_MODEL for m in chosen)
     notes = [default_note] if default_note and not has_default else []

@@ -8,6 +8,7 @@ on the odd ones, exactly as a user's run would learn from the frames it interpol
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,16 +43,18 @@ def input_frames(sample: Sample) -> Iterator[np.ndarray]:
 class AdaptedMethod(ModelMethod):
     """``base`` (a ``ModelMethod`` whose weights file is ``weights``) adapted to every sample
     in ``begin_sample``; named ``<base>+adapt``. ``results`` holds each sample's
-    ``AdaptResult``; ``note`` receives a line per sample."""
+    ``AdaptResult``; ``note`` receives a line per sample; ``keep_in``: a folder where each
+    sample's adapted weights are written (``<sample>.<name>.pt``)."""
 
     def __init__(self, base: ModelMethod, weights: Path, options: AdaptOptions,
-                 note: Callable[[str], None] | None = None) -> None:
+                 note: Callable[[str], None] | None = None, keep_in: Path | None = None) -> None:
         super().__init__(f"{base.name}+adapt", base.interpolator, tta=base.tta, model=base.model)
         self.base = base
         self.weights = Path(weights)
         self.options = options
         self.note = note or (lambda text: None)
         self.results: dict[str, AdaptResult] = {}
+        self.keep_in = keep_in
 
     def begin_sample(self, sample: Sample) -> None:
         from sepconv_cli.engine import Interpolator
@@ -63,6 +66,11 @@ class AdaptedMethod(ModelMethod):
             with tempfile.TemporaryDirectory(prefix="sepconv-adapt-") as work:
                 result = adapt(input_frames(sample), self.weights, Path(work), self.options, model=self.model)
                 network = load_weights(result.weights)
+                if self.keep_in is not None:  # e.g. to look at its frames later (benchmarks/side_by_side.py)
+                    self.keep_in.mkdir(parents=True, exist_ok=True)
+                    kept = self.keep_in / f"{_file_name(sample.name)}.{self.name}.pt"
+                    shutil.copyfile(result.weights, kept)
+                    result.weights = kept
         except InputError as exc:
             self.note(f"{sample.name}: {self.name} is {self.base.name} unchanged here: {exc}")
             self.interpolator = self.base.interpolator
@@ -73,13 +81,17 @@ class AdaptedMethod(ModelMethod):
         self.note(f"{sample.name}: {self.name}: {result.summary()}")
 
 
+def _file_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
 def adapted_methods(methods: list, options: AdaptOptions,  # noqa: ANN001 - evaluation.methods.Method
-                    note: Callable[[str], None] | None = None) -> list[AdaptedMethod]:
+                    note: Callable[[str], None] | None = None, keep_in: Path | None = None) -> list[AdaptedMethod]:
     """An ``AdaptedMethod`` for every any-time model method of ``methods`` that came from a
     weights file; raises ``SepconvError`` when there is none."""
     from sepconv_cli.errors import SepconvError
 
-    found = [AdaptedMethod(m, m.weights, options, note) for m in methods
+    found = [AdaptedMethod(m, m.weights, options, note, keep_in) for m in methods
              if isinstance(m, ModelMethod) and m.any_time and m.weights is not None]
     if not found:
         raise SepconvError("--adapt adapts any-time models (flowsep): name one with --method or --weights")
