@@ -273,10 +273,10 @@ def _write_textures(triplets: list[tuple[int, tuple[np.ndarray, ...]]], folder: 
 
 
 def adapt(frames: Iterable[np.ndarray], base: Path, work: Path, options: AdaptOptions = AdaptOptions(), *,
-          total: int | None = None, model: str = "flowsep", note: Note | None = None,
+          total: int | None = None, model: str = "flowsep", device: str = "auto", note: Note | None = None,
           progress: Progress | None = None) -> AdaptResult:
     """Fine-tune the weights file ``base`` on ``frames`` (``(H, W, 3)`` uint8 or uint16 RGB, in
-    order; ``total`` their number if known), working in the folder ``work``.
+    order; ``total`` their number if known) on ``device``, working in the folder ``work``.
 
     Returns an ``AdaptResult`` whose ``weights`` lie in ``work``. Raises ``InputError`` when
     the frames cannot be adapted to (too few, too small, nothing moves) and
@@ -304,7 +304,7 @@ def adapt(frames: Iterable[np.ndarray], base: Path, work: Path, options: AdaptOp
         max_steps=options.steps, time_budget=None if options.steps else remaining,
         val_every=100 if options.steps is None else max(1, options.steps // 4), val_fraction=0.0,
         samples=0, checkpoint_every=0, log_every=50, seed=options.seed, workers=1 if textures else 0,
-        device="cpu" if os.environ.get("SEPCONV_ADAPT_DEVICE") == "cpu" else "auto",
+        device=device,
     )
     training_started = time.perf_counter()
     budget = config.time_budget
@@ -404,8 +404,8 @@ def _keep(folder: Path, key: str, result: AdaptResult) -> Path:
 
 def adapted_weights(frames: Callable[[], Iterator[np.ndarray]], inputs: list[Path], base: Path,
                     options: AdaptOptions = AdaptOptions(), *, total: int | None = None, model: str = "flowsep",
-                    extra_key: dict | None = None, keep_in: Path | None = None, note: Note | None = None,
-                    progress: Progress | None = None) -> AdaptResult:
+                    extra_key: dict | None = None, keep_in: Path | None = None, device: str = "auto",
+                    note: Note | None = None, progress: Progress | None = None) -> AdaptResult:
     """``adapt`` with a cache: the kept result for the same input files (``inputs``, whose
     decoded frames ``frames()`` yields), base weights and options, else a new adaptation
     that is then kept in ``keep_in`` (default ``cache_dir()``). The returned weights lie in
@@ -416,7 +416,8 @@ def adapted_weights(frames: Callable[[], Iterator[np.ndarray]], inputs: list[Pat
     if kept is not None:
         return kept
     with tempfile.TemporaryDirectory(prefix="sepconv-adapt-") as work:
-        result = adapt(frames(), base, Path(work), options, total=total, model=model, note=note, progress=progress)
+        result = adapt(frames(), base, Path(work), options, total=total, model=model, device=device, note=note,
+                       progress=progress)
         result.weights = _keep(folder, key, result)
     return result
 

@@ -96,7 +96,7 @@ def _describe(p: AdaptProgress) -> str:
 
 def adapt_source(src: Path | ImageSequence | Pipe, base: Path, budget: float, *, total: int | None,
                  save: Path | None, quiet: bool, span: TimeSpan | None = None,
-                 deinterlace: bool = False) -> AdaptResult:
+                 deinterlace: bool = False, device: str = "auto") -> AdaptResult:
     """Adapt ``base`` to ``src`` (its part ``span``, deinterlaced if asked: the frames the run
     interpolates; kept adaptations reused) and, with ``save``, copy the weights to use there. Raises ``InputError`` for a stream (``-``): it can be read once only."""
     if isinstance(src, Pipe):
@@ -108,7 +108,7 @@ def adapt_source(src: Path | ImageSequence | Pipe, base: Path, budget: float, *,
         extra = {"span": None if span is None else [str(span.start), str(span.duration)], "deinterlace": deinterlace}
         result = adapted_weights(lambda: _frames(src, span, deinterlace), _input_files(src), base,
                                  AdaptOptions(budget=budget), total=total, model=model, extra_key=extra,
-                                 progress=progress)
+                                 device=device, progress=progress)
     if save is not None:
         try:
             save.parent.mkdir(parents=True, exist_ok=True)

@@ -607,7 +607,7 @@ def interpolate(
 
     def adapted(src: Path | ImageSequence | Pipe) -> Path:
         return adapt_source(src, base_weights(), adapt, total=None if span else _estimate(src), save=save_adapted, quiet=quiet,
-                            span=span, deinterlace=deinterlace).weights
+                            span=span, deinterlace=deinterlace, device=device).weights
 
     def load(chosen: Path | None = None) -> Interpolator:
         if chosen is not None:

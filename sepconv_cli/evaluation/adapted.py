@@ -64,7 +64,8 @@ class AdaptedMethod(ModelMethod):
                   f"(up to {self.options.budget:.0f} s)")
         try:
             with tempfile.TemporaryDirectory(prefix="sepconv-adapt-") as work:
-                result = adapt(input_frames(sample), self.weights, Path(work), self.options, model=self.model)
+                result = adapt(input_frames(sample), self.weights, Path(work), self.options, model=self.model,
+                               device=str(self.base.interpolator.device))
                 network = load_weights(result.weights)
                 if self.keep_in is not None:  # e.g. to look at its frames later (benchmarks/side_by_side.py)
                     self.keep_in.mkdir(parents=True, exist_ok=True)
