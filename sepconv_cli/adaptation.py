@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -43,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from sepconv_cli.data.cache import CacheIndex, UnitRecord, write_index, write_shard
+from sepconv_cli.data.prepare import _to_uint8
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.scenes import CutDetector
 from sepconv_cli.training import TrainConfig, TrainingError, TrainProgress
@@ -130,10 +132,6 @@ class AdaptResult:
 
 Progress = Callable[[AdaptProgress], None]
 Note = Callable[[str], None]
-
-
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return rgb if rgb.dtype == np.uint8 else (rgb.astype(np.float32) / 257.0).round().astype(np.uint8)
 
 
 def _half(image: np.ndarray) -> np.ndarray:
@@ -432,8 +430,6 @@ def parse_duration(text: str) -> float:
             if len(parts) <= 3 and all(p >= 0 for p in parts):
                 seconds = sum(p * 60 ** k for k, p in enumerate(reversed(parts)))
         else:
-            import re
-
             match = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", value)
             if match and value:
                 h, m, s = (float(g) if g else 0.0 for g in match.groups())

@@ -19,6 +19,7 @@ from sepconv_cli.adaptation import AdaptOptions, AdaptResult, adapt
 from sepconv_cli.errors import InputError
 from sepconv_cli.evaluation.benchmarks import Sample, Triplet
 from sepconv_cli.evaluation.methods import ModelMethod
+from sepconv_cli.evaluation.runner import _safe
 
 
 def input_frames(sample: Sample) -> Iterator[np.ndarray]:
@@ -69,7 +70,7 @@ class AdaptedMethod(ModelMethod):
                 network = load_weights(result.weights)
                 if self.keep_in is not None:  # e.g. to look at its frames later (benchmarks/side_by_side.py)
                     self.keep_in.mkdir(parents=True, exist_ok=True)
-                    kept = self.keep_in / f"{_file_name(sample.name)}.{self.name}.pt"
+                    kept = self.keep_in / f"{_safe(sample.name)}.{self.name}.pt"
                     shutil.copyfile(result.weights, kept)
                     result.weights = kept
         except InputError as exc:
@@ -80,10 +81,6 @@ class AdaptedMethod(ModelMethod):
         self.interpolator = Interpolator(network, device=str(base.device), precision=base.precision)
         self.results[sample.name] = result
         self.note(f"{sample.name}: {self.name}: {result.summary()}")
-
-
-def _file_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def adapted_methods(methods: list, options: AdaptOptions,  # noqa: ANN001 - evaluation.methods.Method
