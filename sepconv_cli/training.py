@@ -66,6 +66,7 @@ from sepconv_cli.serialization import load_code_free
 CHECKPOINT_FORMAT = "sepconv-checkpoint"
 CHECKPOINT_VERSION = 1
 PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam}
 # Options a resumed run may change: when and how it stops and reports, not what it learns.
 RESUMABLE = frozenset({"epochs", "max_steps", "time_budget", "workers", "device", "log_every", "val_every",
                        "checkpoint_every", "vgg_weights"})
@@ -84,8 +85,11 @@ class TrainConfig:
     (and ``val_scenes`` fixed ones for validation). ``crop``: training crop side (px,
     divisible by the model's stride 32). ``val_fraction``/``val_max``: held-out share of
     the cache and the most triplets validated.
-    Optimisation: AdaMax, ``lr``; step decay by ``lr_decay_factor`` every
-    ``lr_decay_epochs`` epochs (0: constant). ``batch_size`` is global (all processes).
+    Optimisation: ``optimizer`` (adamax, as in the SepConv paper, or adam), ``lr``; a linear
+    warm-up from lr/warmup_steps to lr over the first ``warmup_steps`` steps (fine-tuning a
+    converged network needs one: AdaMax's first steps move every weight by about lr whatever
+    its gradient, because its denominator starts at |g|); step decay by ``lr_decay_factor``
+    every ``lr_decay_epochs`` epochs (0: constant). ``batch_size`` is global (all processes).
     Stopping: after ``epochs`` epochs, ``max_steps`` optimizer steps or ``time_budget``
     seconds, whichever comes first (None: no limit).
     ``losses``: specs for ``losses.parse_losses`` (empty: the model's paper objective).
@@ -124,6 +128,8 @@ class TrainConfig:
     validate_init: bool = False
     batch_size: int = 16
     lr: float = 1e-3
+    optimizer: str = "adamax"
+    warmup_steps: int = 0
     lr_decay_epochs: int = 0
     lr_decay_factor: float = 0.5
     epochs: int | None = 50
@@ -673,7 +679,9 @@ class Trainer:
             self.network = self.network.to(memory_format=torch.channels_last)
 
         self.objective: Objective = build_objective(c.losses or default_losses(c.model), c.vgg_weights).to(self.device)
-        self.optimizer = torch.optim.Adamax(self.network.parameters(), lr=c.lr)
+        if c.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown optimizer '{c.optimizer}' ({', '.join(OPTIMIZERS)})")
+        self.optimizer = OPTIMIZERS[c.optimizer](self.network.parameters(), lr=c.lr)
         self.scheduler = (torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_decay_epochs, c.lr_decay_factor)
                           if c.lr_decay_epochs > 0 else None)
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.precision == "fp16")
@@ -854,7 +862,18 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
 
+    def _warm_up(self) -> None:
+        """Scale this step's learning rate by the warm-up ramp (a function of the step alone, so resumes match)."""
+        c = self.config
+        if c.warmup_steps <= 0:
+            return
+        ramp = min(1.0, (self.step + 1) / c.warmup_steps)
+        decay = c.lr_decay_factor ** (self.epoch // c.lr_decay_epochs) if c.lr_decay_epochs > 0 else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.lr * decay * ramp
+
     def _train_step(self, batch: torch.Tensor) -> torch.Tensor:
+        self._warm_up()
         batch, times = split_batch(batch)
         frame1, middle, frame2 = to_frames(batch, self.device, self.channels_last)
         with self._autocast():

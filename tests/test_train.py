@@ -243,6 +243,20 @@ def test_init_fine_tunes_from_weights(trained: Path, cache: Path, tmp_path: Path
                   tmp_path / "wrong")
 
 
+def test_warmup_ramps_the_learning_rate_and_resumes_on_the_ramp(cache: Path, tmp_path: Path) -> None:
+    train(tiny_config(cache, max_steps=6, warmup_steps=4, optimizer="adam", lr=1e-3), tmp_path / "whole")
+    rows = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows if r["kind"] == "train"] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert "exp_avg_sq" in next(iter(read_checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+                                     ["optimizer"]["state"].values()))
+    # Stopped on the ramp and resumed: the same weights as the uninterrupted run.
+    train(tiny_config(cache, max_steps=2, warmup_steps=4, optimizer="adam", lr=1e-3), tmp_path / "parts")
+    result = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "parts"), "--max-steps", "6"])
+    assert result.exit_code == 0, result.output
+    whole, parts = model_state(tmp_path / "whole"), model_state(tmp_path / "parts")
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)
+
+
 def test_time_budget_stops_cleanly_and_saves(cache: Path, tmp_path: Path) -> None:
     result = train(tiny_config(cache, max_steps=1000, time_budget=0.001), tmp_path / "run")
     assert (result.reason, result.step) == ("time-budget", 1)

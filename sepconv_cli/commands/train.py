@@ -123,7 +123,11 @@ def _default_workers() -> int:
               help="Continue the run in this folder exactly where its last checkpoint left it.")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True,
               help="Global batch (split among torchrun processes).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdaMax learning rate.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["adamax", "adam"]), default="adamax", show_default=True,
+              help="AdaMax (the SepConv paper's) or Adam.")
+@click.option("--warmup", "warmup_steps", type=click.IntRange(0), default=0, show_default=True,
+              help="Ramp the learning rate up linearly over this many steps (fine-tuning: a few hundred).")
 @click.option("--lr-decay-every", type=click.IntRange(0), default=0, show_default=True,
               help="Multiply the learning rate by --lr-decay-factor every N epochs (0: constant).")
 @click.option("--lr-decay-factor", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
