@@ -6,22 +6,35 @@ itself. ``adapt`` fine-tunes the weights on triplets ``(i, i+1, i+2)`` of the fr
 better of the adapted and the original weights on triplets it held out:
 
 - **Triplets**: up to ``AdaptOptions.triplets`` spread evenly over the frames (a shot
-  cut inside one drops it), cut into patches, moving windows preferred (``_patches``). Inside a triplet the outer
-  frames are two steps apart, twice the motion the model meets between neighbours at run
-  time, so each triplet is also used downscaled ×2 (the same motion in pixels as at run
-  time, on half-size content).
+  cut inside one drops it), cut into patches, moving windows preferred (``_patches``).
+  Inside a triplet the outer frames are two steps apart, twice the motion the model meets
+  between neighbours at run time, so each triplet is also used downscaled ×2 (the same
+  motion in pixels as at run time, on half-size content) where that copy still holds a
+  patch.
+- **Any frame size**: the patch sides are chosen from the frames (``patch_sides``): the
+  options' sides on large frames, down to ``MIN_SIDE`` px on small ones, crops a multiple
+  of the model's stride. Input that cannot be adapted to at all (frames under
+  ``MIN_SIDE``, too few frames for two triplets, nothing moving, no time left to train)
+  raises ``CannotAdapt``: the caller warns and interpolates with the original weights.
+- **Recipe**: Adam at ``lr`` 2e-4 with a ``warmup_steps`` linear ramp. The weights are
+  already converged; AdaMax without a warm-up moves every weight by about ``lr`` in its
+  first steps whatever its gradient, which shakes the network before it learns anything.
 - **Against over-fitting**: with ``scenes``, half of every batch is procedural scenes
   (``data.synthetic``) textured with frames of the video itself, with known ground truth at
   random t. Off by default: in budgets of minutes the model sees each patch a few times
   only, the held-out check below guards the rest, and every step spent on scenes is one
   not spent on the video.
-- **Never worse**: every ``held_out_every``-th chosen triplet is kept out of training; the
-  original weights are scored on them before the first step (``validate_init``) and the
-  checkpoint that scores best there is exported, the original weights if nothing beats
-  them. ``AdaptResult.adapted`` says which.
+- **Never worse**: triplets spread over the clip (one in ``held_out_every``, at least
+  ``held_out_min`` while that leaves half for training) are kept out of training, each
+  scored on ``val_patches`` windows at full size and as many on its ×2 copy (run-time
+  motion). The training loop keeps its best checkpoint on them; that checkpoint is used
+  only if its gain over the original weights, per held-out triplet (``compare_held_out``),
+  exceeds both ``min_gain`` and twice its standard error: the run-time gain of a choice
+  made on a few triplets is otherwise mostly noise. ``AdaptResult.adapted`` says which.
 
 Nothing here reads a frame it is not given: ``eval --adapt`` hands it the frames a method
-may see (the even frames of the ``video`` benchmark), never the frames it is scored on.
+may see (the even frames of the ``video`` benchmark), never the frames it is scored on,
+and both training and held-out triplets come from those.
 
 ``adapted_weights`` adds a cache keyed by the input's bytes, the base weights' bytes and
 the options, so a second run on the same input (other output settings) reuses the work.
@@ -30,6 +43,7 @@ the options, so a second run on the same input (other output settings) reuses th
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -50,29 +64,52 @@ from sepconv_cli.scenes import CutDetector
 from sepconv_cli.training import TrainConfig, TrainingError, TrainProgress
 from sepconv_cli.training import train as run_training
 
-FORMAT_VERSION = 1  # of the cached adaptations: bump when a change makes old ones stale
+FORMAT_VERSION = 2  # of the cached adaptations: bump when a change makes old ones stale
+# The smallest patch adapted on: at a stride of 16 the network's coarsest level is then
+# 4 px, and a window smaller than that holds too little motion to learn from.
+MIN_SIDE = 64
+OPTIMIZERS = ("adam", "adamax")
+
+
+class AdaptWarning(UserWarning):
+    """The input was interpolated without adapting (see ``CannotAdapt``)."""
+
+
+class CannotAdapt(InputError):
+    """The input cannot be adapted to (too small, too short, still, no time to train): a
+    reason to interpolate with the original weights, not to fail."""
 
 
 @dataclass(frozen=True)
 class AdaptOptions:
     """How to adapt. ``budget``: seconds for everything (triplets and training);
     ``steps``: stop after this many optimizer steps instead (reproducible, for tests).
-    ``triplets``: most triplets drawn from the input; ``held_out_every``: every N-th of them
-    is held out (at least one); ``patch``/``patches``: training patch side (px) and most
-    patches per triplet; ``val_patch``: side of the held-out patches (smaller frames: their
-    short side). ``lr``, ``batch_size``, ``crop``: as in ``sepconv train``.
+    ``triplets``: most triplets drawn from the input. Held out: one triplet in
+    ``held_out_every``, at least ``held_out_min`` (but never more than half), each scored on
+    ``val_patches`` windows per scale (full size and ×2 smaller) of at most ``val_patch`` px.
+    ``patch``/``patches``: largest training patch side (px) and most patches per triplet;
+    ``crop``: largest training crop. The sides used come from the frame size
+    (``patch_sides``), down to ``MIN_SIDE``. ``min_gain``: the least held-out gain (dB) for
+    which the adapted weights are used (more when the held-out triplets disagree).
+    Optimisation as in ``sepconv train``: ``optimizer`` (adam or adamax), ``lr``,
+    ``warmup_steps`` (linear learning-rate ramp), ``batch_size``.
     """
 
     budget: float = 300.0
     steps: int | None = None
-    lr: float = 3e-4
+    optimizer: str = "adam"
+    lr: float = 2e-4
+    warmup_steps: int = 100
     batch_size: int = 8
     crop: int = 128
     patch: int = 160
     patches: int = 6
     triplets: int = 120
     held_out_every: int = 6
-    val_patch: int = 256
+    held_out_min: int = 8
+    val_patch: int = 192
+    val_patches: int = 2
+    min_gain: float = 0.05
     scenes: bool = False
     seed: int = 0
 
@@ -81,6 +118,10 @@ class AdaptOptions:
             raise InputError(f"the adaptation budget must be positive, not {self.budget:g} s")
         if self.crop > self.patch:
             raise InputError(f"crop {self.crop} is larger than the patches ({self.patch} px)")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown optimizer '{self.optimizer}' ({', '.join(OPTIMIZERS)})")
+        if self.warmup_steps < 0 or self.min_gain < 0 or self.val_patches < 1 or self.held_out_every < 1:
+            raise InputError("warmup_steps and min_gain must be at least 0, val_patches and held_out_every at least 1")
 
 
 @dataclass
@@ -99,8 +140,10 @@ class AdaptProgress:
 @dataclass
 class AdaptResult:
     """``weights``: the file to interpolate with, the adapted weights or, when they did
-    not beat the original ones on the held-out triplets, a copy of those (``adapted``
-    False). PSNRs are on the held-out triplets (dB)."""
+    not beat the original ones on the held-out triplets by ``margin`` dB, a copy of those
+    (``adapted`` False). PSNRs are on the held-out triplets (dB); ``tried_gain`` is the
+    best checkpoint's gain there, used or not (None when training diverged or never
+    stepped)."""
 
     weights: Path
     adapted: bool
@@ -111,6 +154,8 @@ class AdaptResult:
     train_triplets: int
     held_out_triplets: int
     reused: bool = False
+    margin: float | None = None
+    tried_gain: float | None = None
 
     @property
     def gain(self) -> float:
@@ -124,14 +169,18 @@ class AdaptResult:
             how = "reused the adaptation kept from an earlier run"
         else:
             how = f"{self.steps} steps in {self.seconds:.0f} s on {self.train_triplets} triplets"
+        held = f"{self.held_out_triplets} held-out triplets"
         if self.adapted:
-            return f"adapted ({how}): {self.gain:+.2f} dB on {self.held_out_triplets} held-out triplets"
-        return (f"kept the original weights ({how}): adapting gained nothing on {self.held_out_triplets} "
-                "held-out triplets")
+            return f"adapted ({how}): {self.gain:+.2f} dB on {held}"
+        if self.tried_gain is None or self.margin is None:
+            return f"kept the original weights ({how}): adapting gained nothing on {held}"
+        return (f"kept the original weights ({how}): adapting gained {self.tried_gain:+.2f} dB on {held}, "
+                f"not more than the {self.margin:.2f} dB they can tell from noise")
 
 
 Progress = Callable[[AdaptProgress], None]
 Note = Callable[[str], None]
+Triplets = list[tuple[int, tuple[np.ndarray, ...]]]
 
 
 def _half(image: np.ndarray) -> np.ndarray:
@@ -141,7 +190,7 @@ def _half(image: np.ndarray) -> np.ndarray:
 
 
 def spread_triplets(frames: Iterable[np.ndarray], count: int, total: int | None = None,
-                    progress: Callable[[int], None] | None = None) -> list[tuple[int, tuple[np.ndarray, ...]]]:
+                    progress: Callable[[int], None] | None = None) -> Triplets:
     """At most ``count`` triplets of consecutive frames, spread over the whole of ``frames``.
 
     Returns ``(index of the first frame, (f0, f1, f2))`` in order; consecutive triplets
@@ -150,7 +199,7 @@ def spread_triplets(frames: Iterable[np.ndarray], count: int, total: int | None 
     every other one is dropped (the spacing doubles), so memory stays bounded.
     """
     step = max(3, (total - 2) // count) if total else 3
-    kept: list[tuple[int, tuple[np.ndarray, ...]]] = []
+    kept: Triplets = []
     window: list[np.ndarray] = []
     start = 0
     for index, frame in enumerate(frames):
@@ -169,6 +218,40 @@ def spread_triplets(frames: Iterable[np.ndarray], count: int, total: int | None 
     if len(kept) > count:
         kept = [kept[round(k * (len(kept) - 1) / (count - 1))] for k in range(count)] if count > 1 else kept[:1]
     return kept
+
+
+@dataclass(frozen=True)
+class PatchSides:
+    """The patch sides for one frame size (px). ``half_train``/``half_held``: whether the
+    ×2-downscaled triplets are big enough for training / held-out patches."""
+
+    patch: int
+    crop: int
+    held_out: int
+    half_train: bool
+    half_held: bool
+
+
+def patch_sides(height: int, width: int, options: AdaptOptions, stride: int = 16) -> PatchSides:
+    """The training patch, crop and held-out window sides for frames of ``height`` × ``width``:
+    the options' sides where the frames allow, else the largest multiples of ``stride`` that
+    fit (crops and held-out windows must be: the network needs sides divisible by it).
+    Raises ``CannotAdapt`` when the frames' short side is under ``MIN_SIDE``."""
+    short = min(height, width)
+    if short < MIN_SIDE:
+        raise CannotAdapt(f"frames of {width}×{height} are too small to adapt to (at least {MIN_SIDE} px on a side)")
+    unit = max(16, stride)
+
+    def fit(*limits: int) -> int:
+        return max(MIN_SIDE, min(limits) // unit * unit)
+
+    patch = fit(options.patch, short)
+    half_short = short // 2
+    # Held-out windows of one side for both scales (the cache holds one size), the
+    # ×2 copy's run-time motion being worth the smaller window.
+    half_held = half_short >= MIN_SIDE
+    held_out = fit(options.val_patch, half_short if half_held else short)
+    return PatchSides(patch, fit(options.crop, patch), held_out, half_short >= patch, half_held)
 
 
 class _CacheWriter:
@@ -217,50 +300,75 @@ def _patches(frames: tuple[np.ndarray, ...], size: int, patches: int, rng: np.ra
     return np.stack(kept) if kept else np.zeros((0, 3, 3, size, size), np.uint8)
 
 
-def write_triplet_caches(triplets: list[tuple[int, tuple[np.ndarray, ...]]], work: Path,
-                         options: AdaptOptions) -> tuple[Path, Path, int, int]:
-    """The training and held-out patch caches under ``work``; returns their paths and the
-    numbers of triplets that gave patches to each."""
-    train_cache, val_cache = work / "train", work / "held_out"
-    short = min(triplets[0][1][0].shape[:2])
-    val_side = min(options.val_patch, short) // 16 * 16
-    if short < options.patch or val_side < 32:
-        raise InputError(f"frames of {short} px are too small to adapt to (at least {options.patch} px on a side)")
-    train = _CacheWriter(train_cache, options.patch, options.seed)
-    held = _CacheWriter(val_cache, val_side, options.seed)
+def _windows(frames: tuple[np.ndarray, ...], size: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` windows of ``size`` px at uniformly drawn places, ``(count, 3, 3, S, S)`` uint8.
+
+    Unlike training patches, held-out windows do not prefer motion: they stand for the
+    whole frames the run will interpolate, still parts included (where adapting may
+    shake what the original kept still)."""
+    h, w = frames[0].shape[:2]
+    places = [(int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))) for _ in range(count)]
+    windows = [np.stack([f[y : y + size, x : x + size] for f in frames]).transpose(0, 3, 1, 2) for y, x in places]
+    return np.ascontiguousarray(np.stack(windows))
+
+
+def held_out_choice(count: int, options: AdaptOptions) -> set[int]:
+    """Which of ``count`` triplets are held out: one in ``held_out_every``, at least
+    ``held_out_min`` while that leaves half for training, at least one; spread evenly."""
+    held = max(1, count // options.held_out_every, min(options.held_out_min, count // 2))
+    return {int((k + 0.5) * count / held) for k in range(held)}
+
+
+@dataclass
+class AdaptData:
+    """The patch caches ``write_triplet_caches`` made and how many triplets fed each."""
+
+    train: Path
+    held_out: Path
+    train_triplets: int
+    held_out_triplets: int
+    train_patches: int
+    sides: PatchSides
+
+
+def write_triplet_caches(triplets: Triplets, work: Path, options: AdaptOptions, stride: int = 16) -> AdaptData:
+    """The training and held-out patch caches under ``work``. Raises ``CannotAdapt`` when
+    the triplets cannot make both (too small, too few across shot cuts, nothing moves)."""
+    first_frame = triplets[0][1][0]
+    sides = patch_sides(first_frame.shape[0], first_frame.shape[1], options, stride)
     detect_cut = CutDetector()
-    rng = np.random.default_rng(options.seed)
-    every = max(2, options.held_out_every)
-    counts = [0, 0]
     usable = [(i, t) for i, t in triplets if not (detect_cut(t[0], t[1]) or detect_cut(t[1], t[2]))]
     if len(usable) < 2:
-        raise InputError("the input has too few frames (or too many shot cuts) to adapt to: "
-                         "at least two triplets of consecutive frames are needed")
+        raise CannotAdapt("the input has too few frames (or too many shot cuts) to adapt to: "
+                          "at least two triplets of consecutive frames are needed")
+    train = _CacheWriter(work / "train", sides.patch, options.seed)
+    held = _CacheWriter(work / "held_out", sides.held_out, options.seed)
+    rng = np.random.default_rng(options.seed)
+    chosen = held_out_choice(len(usable), options)
+    counts = [0, 0]
     for number, (first, frames) in enumerate(usable):
         key = f"frames:{first}-{first + 2}"
-        # Held out: spread over the clip, and at least one.
-        if number % every == every // 2 or (number == len(usable) - 1 and counts[1] == 0):
-            found = _patches(frames, val_side, 1, rng)
-            if not len(found):  # a still triplet still tells whether the model keeps still things still
-                y, x = (frames[0].shape[0] - val_side) // 2, (frames[0].shape[1] - val_side) // 2
-                found = np.stack([f[y : y + val_side, x : x + val_side] for f in frames]).transpose(0, 3, 1, 2)[None]
-            held.add(np.ascontiguousarray(found), key)
+        half = tuple(_half(f) for f in frames) if sides.half_train or sides.half_held else None
+        if number in chosen:
+            found = [_windows(frames, sides.held_out, options.val_patches, rng)]
+            if sides.half_held:
+                found.append(_windows(half, sides.held_out, options.val_patches, rng))
+            held.add(np.concatenate(found), key)  # one unit per triplet: compare_held_out groups by it
             counts[1] += 1
             continue
-        found = _patches(frames, options.patch, options.patches, rng)
-        half = tuple(_half(f) for f in frames)
-        if min(half[0].shape[:2]) >= options.patch:
-            found = np.concatenate([found, _patches(half, options.patch, options.patches, rng)])
+        found = _patches(frames, sides.patch, options.patches, rng)
+        if sides.half_train:
+            found = np.concatenate([found, _patches(half, sides.patch, options.patches, rng)])
         train.add(found, key)
-        counts[0] += 1
-    if not train.index.patches or not held.index.patches:
-        raise InputError("the input does not move enough to adapt to (no moving patches found)")
-    train.close()
+        counts[0] += bool(len(found))
+    if not train.index.patches:
+        raise CannotAdapt("nothing in the input moves enough to adapt to (no moving patches found)")
+    patches = train.close()
     held.close()
-    return train_cache, val_cache, counts[0], counts[1]
+    return AdaptData(train.root, held.root, counts[0], counts[1], patches, sides)
 
 
-def _write_textures(triplets: list[tuple[int, tuple[np.ndarray, ...]]], folder: Path, count: int = 16) -> Path:
+def _write_textures(triplets: Triplets, folder: Path, count: int = 16) -> Path:
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -270,67 +378,183 @@ def _write_textures(triplets: list[tuple[int, tuple[np.ndarray, ...]]], folder: 
     return folder
 
 
-def adapt(frames: Iterable[np.ndarray], base: Path, work: Path, options: AdaptOptions = AdaptOptions(), *,
-          total: int | None = None, model: str = "flowsep", device: str = "auto", note: Note | None = None,
-          progress: Progress | None = None) -> AdaptResult:
-    """Fine-tune the weights file ``base`` on ``frames`` (``(H, W, 3)`` uint8 or uint16 RGB, in
-    order; ``total`` their number if known) on ``device``, working in the folder ``work``.
+# --------------------------------------------------------------------------------------
+# Scoring on the held-out triplets
 
-    Returns an ``AdaptResult`` whose ``weights`` lie in ``work``. Raises ``InputError`` when
-    the frames cannot be adapted to (too few, too small, nothing moves) and
-    ``KeyboardInterrupt`` when Ctrl-C stopped the training.
-    """
-    note = note or (lambda text: None)
-    report = progress or (lambda p: None)
-    started = time.perf_counter()
-    triplets = spread_triplets(frames, options.triplets, total,
-                               progress=lambda n: report(AdaptProgress("triplets", n, total)))
-    if len(triplets) < 2:
-        raise InputError("the input has too few frames to adapt to (at least six are needed)")
-    train_cache, val_cache, n_train, n_held = write_triplet_caches(triplets, work, options)
-    textures = _write_textures(triplets, work / "textures") if options.scenes else None
-    del triplets
-    remaining = options.budget - (time.perf_counter() - started)
-    if options.steps is None and remaining < 10:
-        raise InputError(f"an adaptation budget of {options.budget:g} s leaves no time to train after "
-                         "reading the input; give more (e.g. --adapt 5m)")
-    config = TrainConfig(
-        model=model, init=str(base), validate_init=True, data=str(train_cache), val_data=str(val_cache),
-        synthetic=str(textures) if textures else None, scene_size=options.patch, val_scenes=0,
-        scenes_per_epoch=max(64, 4 * options.batch_size), max_motion=24.0,
-        batch_size=options.batch_size, crop=options.crop, lr=options.lr, epochs=None,
-        max_steps=options.steps, time_budget=None if options.steps else remaining,
+
+def score_held_out(weights: Path, cache: Path, device: str = "auto", batch_size: int = 8) -> list[np.ndarray]:
+    """The mean squared error (predictions rounded to 8 bits, as validation does) of every
+    held-out window of ``cache`` for the weights file ``weights``, one array per triplet."""
+    import torch
+
+    from sepconv_cli.data.cache import PatchCache
+    from sepconv_cli.data.dataset import to_frames
+    from sepconv_cli.models.registry import load_weights
+    from sepconv_cli.training import resolve_device, run_model
+
+    held = PatchCache(cache)
+    where = resolve_device(device)
+    network = load_weights(weights).to(where).eval()
+    errors = []
+    with torch.no_grad():
+        for start in range(0, len(held), batch_size):
+            batch = torch.from_numpy(np.stack([held[i] for i in range(start, min(start + batch_size, len(held)))]))
+            frame1, middle, frame2 = to_frames(batch, where)
+            prediction = run_model(network, frame1, frame2, None).float().clamp(0, 1).mul(255).round().div(255)
+            errors.append((prediction.double() - middle.double()).pow(2).flatten(1).mean(1).cpu().numpy())
+    ends = np.cumsum([unit.patches for unit in held.index.units if unit.patches])
+    return np.split(np.concatenate(errors), ends[:-1])
+
+
+def _psnr(mse: float) -> float:
+    return 10 * math.log10(1 / max(mse, 1e-10))  # 100 dB at most, as validation clamps
+
+
+def _triplet_psnrs(errors: list[np.ndarray]) -> np.ndarray:
+    return np.array([_psnr(float(e.mean())) for e in errors])
+
+
+@dataclass(frozen=True)
+class HeldOutVerdict:
+    """``base_psnr``/``psnr``: mean over the held-out triplets of each triplet's PSNR (its
+    windows' errors pooled, as a frame's PSNR pools its pixels); ``margin``: the gain
+    needed (dB); ``better``: whether ``psnr - base_psnr`` exceeds it."""
+
+    base_psnr: float
+    psnr: float
+    margin: float
+
+    @property
+    def gain(self) -> float:
+        return self.psnr - self.base_psnr
+
+    @property
+    def better(self) -> bool:
+        return self.gain > self.margin
+
+
+def compare_held_out(base: list[np.ndarray], candidate: list[np.ndarray], min_gain: float) -> HeldOutVerdict:
+    """Whether ``candidate``'s held-out errors (``score_held_out``) beat ``base``'s by more
+    than noise: the mean per-triplet gain must exceed ``min_gain`` and twice its standard
+    error across triplets (across windows when only one triplet is held out)."""
+    base_psnr, psnr = _triplet_psnrs(base), _triplet_psnrs(candidate)
+    gains = psnr - base_psnr
+    if len(gains) < 2:  # one triplet: its windows are the only spread there is
+        gains = np.array([_psnr(float(c)) - _psnr(float(b)) for b, c in zip(base[0], candidate[0])])
+    two_errors = 2 * float(gains.std(ddof=1)) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0
+    return HeldOutVerdict(float(base_psnr.mean()), float(psnr.mean()), max(min_gain, two_errors))
+
+
+# --------------------------------------------------------------------------------------
+# Adapting
+
+
+def _stride(model: str) -> int:
+    from sepconv_cli.models.registry import MODELS
+
+    spec = MODELS.get(model)
+    return int(getattr(spec.cls, "stride", 32)) if spec else 32
+
+
+def _train_config(options: AdaptOptions, data: AdaptData, base: Path, textures: Path | None, model: str,
+                  device: str, budget: float | None) -> TrainConfig:
+    """The training run: ``data``'s caches, the options' recipe, ``budget`` seconds or ``options.steps``."""
+    sides = data.sides
+    # A clip of a few triplets may hold fewer training patches than a batch.
+    batch_size = max(1, min(options.batch_size, data.train_patches))
+    return TrainConfig(
+        model=model, init=str(base), data=str(data.train), val_data=str(data.held_out),
+        # The original weights are scored by adapt itself (per window, for compare_held_out):
+        # the loop's own best checkpoint is then chosen among trained ones.
+        validate_init=False,
+        synthetic=str(textures) if textures else None, scene_size=sides.patch, val_scenes=0,
+        scenes_per_epoch=max(64, 4 * batch_size), max_motion=24.0,
+        batch_size=batch_size, crop=sides.crop, optimizer=options.optimizer, lr=options.lr,
+        warmup_steps=options.warmup_steps, epochs=None, max_steps=options.steps,
+        time_budget=None if options.steps else budget,
         val_every=100 if options.steps is None else max(1, options.steps // 4), val_fraction=0.0,
         samples=0, checkpoint_every=0, log_every=50, seed=options.seed, workers=1 if textures else 0,
         device=device,
     )
-    training_started = time.perf_counter()
+
+
+def _train(config: TrainConfig, work: Path, base_psnr: float, report: Progress) -> tuple[Path | None, int]:
+    """Run ``config``; returns the weights of its best checkpoint (the last when it never
+    validated), None when it diverged or took no step, and the steps taken. Ctrl-C raises
+    ``KeyboardInterrupt``."""
+    started = time.perf_counter()
     budget = config.time_budget
 
     def on_step(p: TrainProgress) -> None:
-        gain = None if p.val_psnr_start is None or p.val_psnr_best is None else p.val_psnr_best - p.val_psnr_start
-        elapsed = time.perf_counter() - training_started
+        gain = None if p.val_psnr_best is None else p.val_psnr_best - base_psnr
         if budget is not None:
-            report(AdaptProgress("training", min(elapsed, budget), budget, p.step, gain))
+            report(AdaptProgress("training", min(time.perf_counter() - started, budget), budget, p.step, gain))
         else:
             report(AdaptProgress("training", p.step, p.total_steps, p.step, gain))
 
     try:
         result = run_training(config, work / "run", args=["adapt"], note=lambda text: None, progress=on_step)
     except TrainingError:  # diverged (a NaN loss): what it learned is worthless, the original is not
-        result = None
-    if result is not None and result.reason == "interrupted":
+        return None, 0
+    if result.reason == "interrupted":
         raise KeyboardInterrupt
-    adapted = result is not None and result.best_step not in (None, 0)
+    if result.step == 0:
+        return None, 0
+    best = result.run_dir / "best.pt"  # exported only when the best checkpoint is not the last
+    return (best if best.exists() else result.weights), result.step
+
+
+def adapt(frames: Iterable[np.ndarray], base: Path, work: Path, options: AdaptOptions = AdaptOptions(), *,
+          total: int | None = None, model: str = "flowsep", device: str = "auto", note: Note | None = None,
+          progress: Progress | None = None) -> AdaptResult:
+    """Fine-tune the weights file ``base`` on ``frames`` (``(H, W, 3)`` uint8 or uint16 RGB, in
+    order; ``total`` their number if known) on ``device``, working in the folder ``work``.
+
+    Returns an ``AdaptResult`` whose ``weights`` lie in ``work``. Raises ``CannotAdapt``
+    when the frames cannot be adapted to (too few, too small, nothing moves, no time left
+    to train) and ``KeyboardInterrupt`` when Ctrl-C stopped the training.
+    """
+    note = note or (lambda text: None)
+    report = progress or (lambda p: None)
+    started = time.perf_counter()
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is not None:  # too small: say so before reading the rest
+        patch_sides(first.shape[0], first.shape[1], options, _stride(model))
+        frames = itertools.chain([first], frames)
+    triplets = spread_triplets(frames, options.triplets, total,
+                               progress=lambda n: report(AdaptProgress("triplets", n, total)))
+    if len(triplets) < 2:
+        raise CannotAdapt("the input has too few frames to adapt to (at least six are needed)")
+    data = write_triplet_caches(triplets, work, options, _stride(model))
+    textures = _write_textures(triplets, work / "textures") if options.scenes else None
+    del triplets
+    scoring = time.perf_counter()
+    base_errors = score_held_out(base, data.held_out, device, options.batch_size)
+    scoring = time.perf_counter() - scoring
+    # What is left once the adapted weights are scored too (as long as the original took).
+    remaining = options.budget - (time.perf_counter() - started) - scoring
+    if options.steps is None and remaining < 10:
+        raise CannotAdapt(f"an adaptation budget of {options.budget:g} s leaves no time to train after "
+                          "reading the input (give more, e.g. --adapt 5m)")
+    window_psnr = float(np.mean([_psnr(float(e)) for e in np.concatenate(base_errors)]))  # as the loop validates
+    config = _train_config(options, data, base, textures, model, device, remaining)
+    candidate, steps = _train(config, work, window_psnr, report)
+    verdict = tried = None
+    if candidate is not None:
+        verdict = compare_held_out(base_errors, score_held_out(candidate, data.held_out, device, options.batch_size),
+                                   options.min_gain)
+        tried = verdict.gain
+    adapted = verdict is not None and verdict.better
     if adapted:
-        chosen_best = result.run_dir / "best.pt"
-        weights = chosen_best if chosen_best.exists() else result.weights
+        weights = candidate
     else:
         weights = work / "original.pt"
         shutil.copyfile(base, weights)
-    base_psnr = result.start_psnr if result is not None else None
-    outcome = AdaptResult(weights, adapted, base_psnr, result.best_psnr if adapted else base_psnr,
-                          result.step if result is not None else 0, time.perf_counter() - started, n_train, n_held)
+    base_psnr = float(_triplet_psnrs(base_errors).mean())
+    outcome = AdaptResult(weights, adapted, base_psnr, verdict.psnr if adapted else base_psnr, steps,
+                          time.perf_counter() - started, data.train_triplets, data.held_out_triplets,
+                          margin=verdict.margin if verdict else None, tried_gain=tried)
     note(outcome.summary())
     return outcome
 
@@ -376,11 +600,13 @@ def _load_kept(folder: Path, key: str) -> AdaptResult | None:
         data = json.loads(record.read_text())
     except (OSError, ValueError):
         return None
-    if not weights.is_file() or data.get("version") != FORMAT_VERSION:
+    if not isinstance(data, dict) or not weights.is_file() or data.get("version") != FORMAT_VERSION:
         return None
-    fields = {k: data[k] for k in ("adapted", "base_psnr", "best_psnr", "steps", "seconds",
-                                   "train_triplets", "held_out_triplets")}
-    return AdaptResult(weights, reused=True, **fields)
+    names = ("adapted", "base_psnr", "best_psnr", "steps", "seconds", "train_triplets", "held_out_triplets",
+             "margin", "tried_gain")
+    if any(name not in data for name in names):  # a record cut short or edited: adapt again
+        return None
+    return AdaptResult(weights, reused=True, **{name: data[name] for name in names})
 
 
 def _keep(folder: Path, key: str, result: AdaptResult) -> Path:

@@ -1,8 +1,8 @@
 """``interpolate --adapt``: the command-line side of ``sepconv_cli.adaptation``.
 
 Reads the input's frames for the adaptation, shows its progress (a bar on a terminal,
-a plain line every ``PLAIN_EVERY`` seconds otherwise) and keeps the result where
-``--save-adapted`` asks.
+a plain line every ``PLAIN_EVERY`` seconds otherwise), keeps the result where
+``--save-adapted`` asks, and turns an input that cannot be adapted to into a warning.
 """
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import click
 import numpy as np
 
-from sepconv_cli.adaptation import AdaptOptions, AdaptProgress, AdaptResult, adapted_weights, parse_duration
+from sepconv_cli.adaptation import (AdaptOptions, AdaptProgress, AdaptResult, AdaptWarning, CannotAdapt,
+                                    adapted_weights, parse_duration)
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.models.registry import read_weights_file
 from sepconv_cli.sequences import ImageSequence, list_frames
@@ -96,27 +98,49 @@ def _describe(p: AdaptProgress) -> str:
 
 def adapt_source(src: Path | ImageSequence | Pipe, base: Path, budget: float, *, total: int | None,
                  save: Path | None, quiet: bool, span: TimeSpan | None = None,
-                 deinterlace: bool = False, device: str = "auto") -> AdaptResult:
+                 deinterlace: bool = False, device: str = "auto") -> AdaptResult | None:
     """Adapt ``base`` to ``src`` (its part ``span``, deinterlaced if asked: the frames the run
-    interpolates; kept adaptations reused) and, with ``save``, copy the weights to use there. Raises ``InputError`` for a stream (``-``): it can be read once only."""
+    interpolates; kept adaptations reused) and, with ``save``, copy the weights to use there.
+
+    Returns None, after one warning line, when the input cannot be adapted to (too small,
+    too short, still): the run then interpolates with ``base``, which ``save`` receives.
+    Raises ``InputError`` for a stream (``-``): it can be read once only."""
     if isinstance(src, Pipe):
         raise InputError("--adapt reads the input twice (to learn from it, then to interpolate it): "
                          "give a file or frames, not a stream on stdin")
     model = str(read_weights_file(base).get("model"))
     name = src.name if isinstance(src, Path) else src.folder.name
-    with adaptation_display(name, quiet=quiet) as progress:
-        extra = {"span": None if span is None else [str(span.start), str(span.duration)], "deinterlace": deinterlace}
-        result = adapted_weights(lambda: _frames(src, span, deinterlace), _input_files(src), base,
-                                 AdaptOptions(budget=budget), total=total, model=model, extra_key=extra,
-                                 device=device, progress=progress)
+    result: AdaptResult | None = None
+    reason = ""
+    try:
+        with adaptation_display(name, quiet=quiet) as progress:
+            extra = {"span": None if span is None else [str(span.start), str(span.duration)],
+                     "deinterlace": deinterlace}
+            result = adapted_weights(lambda: _frames(src, span, deinterlace), _input_files(src), base,
+                                     AdaptOptions(budget=budget), total=total, model=model, extra_key=extra,
+                                     device=device, progress=progress)
+    except CannotAdapt as exc:
+        reason = str(exc)
     if save is not None:
-        try:
-            save.parent.mkdir(parents=True, exist_ok=True)
-            partial = save.with_name(f".{save.name}.partial")
-            shutil.copyfile(result.weights, partial)
-            partial.replace(save)
-        except OSError as exc:
-            raise OutputError(f"cannot write {save}: {exc.strerror or exc}") from None
-    if not quiet:
-        click.echo(f"{name}: {result.summary()}" + (f"; weights saved to {save}" if save else ""), err=True)
+        _save_copy(result.weights if result is not None else base, save)
+    saved = f"; weights saved to {save}" if save else ""
+    if result is None:
+        # Asking for better quality is no reason to fail: the output is still made, as without --adapt.
+        warnings.warn(f"{name}: not adapted: {reason}; interpolating with the original weights{saved}",
+                      AdaptWarning, stacklevel=2)
+    elif not quiet:
+        click.echo(f"{name}: {result.summary()}{saved}", err=True)
     return result
+
+
+def _save_copy(weights: Path, save: Path) -> None:
+    """Copy ``weights`` to ``save`` through a partial file, so a failed copy leaves no file under that name."""
+    try:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        partial = save.with_name(f".{save.name}.partial")
+        shutil.copyfile(weights, partial)
+        partial.replace(save)
+    except OSError as exc:
+        with suppress(OSError):
+            save.with_name(f".{save.name}.partial").unlink(missing_ok=True)
+        raise OutputError(f"cannot write {save}: {exc.strerror or exc}") from None

@@ -429,9 +429,10 @@ def _estimate(src: Path | ImageSequence | Pipe) -> int | None:
 
 def run_batch(jobs: list[tuple[Path | ImageSequence | Pipe, Destination]], load: Callable[[Path | None], Interpolator],
               settings: RunSettings, ctx: click.Context, *, quiet: bool, started: float,
-              adapt: Callable[[Path | ImageSequence | Pipe], Path] | None = None) -> int:
+              adapt: Callable[[Path | ImageSequence | Pipe], Path | None] | None = None) -> int:
     """Run every job with one model (``adapt``: a model adapted to each input, whose
-    weights ``adapt(src)`` returns); a failing file is reported and the rest go on.
+    weights ``adapt(src)`` returns, None for the original ones); a failing file is reported
+    and the rest go on.
 
     Returns the exit code: 0 when every file succeeded, else the failures' code when
     they share one, else 1. Ctrl-C stops the whole batch (files already done are kept).
@@ -605,9 +606,11 @@ def interpolate(
     def base_weights() -> Path:
         return weights if weights is not None else default_weights(model)
 
-    def adapted(src: Path | ImageSequence | Pipe) -> Path:
-        return adapt_source(src, base_weights(), adapt, total=None if span else _estimate(src), save=save_adapted, quiet=quiet,
-                            span=span, deinterlace=deinterlace, device=device).weights
+    def adapted(src: Path | ImageSequence | Pipe) -> Path | None:
+        """The adapted weights for ``src``; None (the original weights) where it cannot be adapted to."""
+        result = adapt_source(src, base_weights(), adapt, total=None if span else _estimate(src), save=save_adapted,
+                              quiet=quiet, span=span, deinterlace=deinterlace, device=device)
+        return result.weights if result is not None else None
 
     def load(chosen: Path | None = None) -> Interpolator:
         if chosen is not None:
