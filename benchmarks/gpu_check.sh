@@ -2,6 +2,7 @@
 # The prepared GPU check: one call of at most ~9 minutes on one GPU (sized for an H200).
 #
 #   OUT=/tmp/out bash benchmarks/gpu_check.sh          # from the repository root
+#   GPU_TRAIN=0 OUT=/tmp/out bash benchmarks/gpu_check.sh   # the checks alone, bench.py included
 #
 # 1. the CUDA op tests: separable_conv, deformable_separable_conv and flowsep_synthesis
 #    (CUDA against CPU, gradcheck, autocast), i.e. every test with "cuda" in its name;
@@ -11,12 +12,22 @@
 # 3. `bench.py --device cuda` for flowsep, sepconv and dsepconv at 720p and 1080p, fp32
 #    and bf16 (minterpolate once, with flowsep fp32), while nvidia-smi samples the GPU's
 #    utilisation: flowsep's DIS prior runs on the CPU, and this shows how busy it leaves the GPU.
+#    Skipped when training follows (GPU_TRAIN=1, the default) unless GPU_CHECK_BENCH=1;
+# 4. (GPU_TRAIN=1) benchmarks/gpu_train.py: `sepconv train` for sepconv, then dsepconv, for
+#    GPU_TRAIN_SECONDS each (default 150, less when the checks leave less before the end of
+#    GPU_TOTAL_BUDGET_S, default 540 s), then fp16 (or int8) weights, their held-out PSNR in
+#    gpu_train.json and the runs' logs in train_logs.tar.gz. Its settings (GPU_TRAIN_PHOTOS,
+#    GPU_TRAIN_CACHE, ...: `python benchmarks/gpu_train.py --help`) are checked before step 1,
+#    so bad ones fail in seconds (exit 2) rather than after the checks.
 #
-# $OUT receives two files (the device tool returns at most 8): gpu_check.json (one object:
-# steps with their exit codes and seconds, bench figures per model and precision, GPU
-# utilisation per bench run) and logs.tar.gz. Steps share a budget (GPU_CHECK_BUDGET_S,
-# default 520 s): one that would overrun gets the time left, or is skipped under 20 s.
-# Without a CUDA GPU the CUDA steps are skipped (recorded as such) and the script exits 0.
+# $OUT receives gpu_check.json (one object: steps with their exit codes and seconds, bench
+# figures per model and precision, GPU utilisation per bench run) and logs.tar.gz, plus
+# gpu_train.py's files (at most 8 in all: the device tool returns no more). Check steps
+# share a budget (GPU_CHECK_BUDGET_S, default 180 s when training follows, else 520 s):
+# one that would overrun gets the time left, or is skipped under 20 s.
+# Without a CUDA GPU the CUDA steps are skipped (recorded as such), training is skipped
+# unless GPU_TRAIN_DRY_RUN=1 (then it runs on the CPU: tests/test_gpu_script.py), and the
+# script exits with gpu_train.py's status (0 when nothing was to be trained).
 #
 # The GPU machine has PyTorch with CUDA and nvcc but no PyAV: wheels carried in the
 # ignored folder .carry/wheels are installed into /tmp/site first (see docs/performance.md
@@ -26,7 +37,10 @@ OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 FINAL=$OUT
 OUT=$(mktemp -d)  # the work folder; only the JSON and a log archive go to $FINAL
-BUDGET=${GPU_CHECK_BUDGET_S:-520}
+TRAIN=${GPU_TRAIN:-1}
+TOTAL=${GPU_TOTAL_BUDGET_S:-540}
+if [ "$TRAIN" = 1 ]; then BUDGET=${GPU_CHECK_BUDGET_S:-180}; BENCH=${GPU_CHECK_BENCH:-0}
+else BUDGET=${GPU_CHECK_BUDGET_S:-520}; BENCH=${GPU_CHECK_BENCH:-1}; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PY=${PYTHON:-python3}
@@ -68,6 +82,11 @@ fi
 export PYTHONPATH=$ROOT:${PYTHONPATH:-}
 $PY -c "import av, cv2; cv2.DISOpticalFlow_create(1)" 2>"$OUT/imports.log" || echo "PyAV or OpenCV's DIS does not import (imports.log)" >&2
 
+# Training's settings first: a missing photo folder should cost seconds, not the checks' minutes.
+if [ "$TRAIN" = 1 ]; then
+  $PY benchmarks/gpu_train.py --check --out "$FINAL" --reserve-files 2 || exit 2
+fi
+
 CUDA=$($PY -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 $PY - >"$OUT/environment.json" <<'EOF'
 import json, platform, torch
@@ -107,24 +126,28 @@ for name in ('sepconv', 'dsepconv'):
   done
 
   # -- bench.py ---------------------------------------------------------------------------
-  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 250 \
-    >"$OUT/utilisation.csv" 2>/dev/null &
-  SMI=$!
-  for model in flowsep sepconv dsepconv; do
-    weights=()
-    [ "$model" = flowsep ] && weights=(--weights weights/flowsep.pt)
-    [ "$model" != flowsep ] && weights=(--weights "$WEIGHTS_DIR/$model.pt")
-    for precision in fp32 bf16; do
-      ffmpeg=(--no-ffmpeg)
-      [ "$model" = flowsep ] && [ "$precision" = fp32 ] && ffmpeg=()
-      echo "$(date +%s.%N) $model $precision start" >>"$OUT/bench_marks.txt"
-      step "bench_${model}_${precision}" 150 $PY benchmarks/bench.py --model "$model" "${weights[@]}" --device cuda \
-        --precision "$precision" --sizes 720p,1080p --frames 720p=8,1080p=5 "${ffmpeg[@]}" \
-        --json "$OUT/bench_${model}_${precision}.json"
-      echo "$(date +%s.%N) $model $precision end" >>"$OUT/bench_marks.txt"
+  if [ "$BENCH" = 1 ]; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 250 \
+      >"$OUT/utilisation.csv" 2>/dev/null &
+    SMI=$!
+    for model in flowsep sepconv dsepconv; do
+      weights=()
+      [ "$model" = flowsep ] && weights=(--weights weights/flowsep.pt)
+      [ "$model" != flowsep ] && weights=(--weights "$WEIGHTS_DIR/$model.pt")
+      for precision in fp32 bf16; do
+        ffmpeg=(--no-ffmpeg)
+        [ "$model" = flowsep ] && [ "$precision" = fp32 ] && ffmpeg=()
+        echo "$(date +%s.%N) $model $precision start" >>"$OUT/bench_marks.txt"
+        step "bench_${model}_${precision}" 150 $PY benchmarks/bench.py --model "$model" "${weights[@]}" --device cuda \
+          --precision "$precision" --sizes 720p,1080p --frames 720p=8,1080p=5 "${ffmpeg[@]}" \
+          --json "$OUT/bench_${model}_${precision}.json"
+        echo "$(date +%s.%N) $model $precision end" >>"$OUT/bench_marks.txt"
+      done
     done
-  done
-  kill "$SMI" 2>/dev/null
+    kill "$SMI" 2>/dev/null
+  else
+    skip bench "training follows (GPU_TRAIN=0 or GPU_CHECK_BENCH=1 runs bench.py)"
+  fi
 else
   for name in build op_tests e2e_flowsep e2e_sepconv e2e_dsepconv bench; do skip "$name" "no CUDA GPU visible to PyTorch"; done
 fi
@@ -171,3 +194,12 @@ EOF
 cp "$OUT/gpu_check.json" "$FINAL/gpu_check.json"
 tar -czf "$FINAL/logs.tar.gz" -C "$OUT" --exclude=gpu_check.json . 2>/dev/null
 echo "wrote $FINAL/gpu_check.json and $FINAL/logs.tar.gz" >&2
+
+# -- training (benchmarks/gpu_train.py) -----------------------------------------------------
+TRAIN_RC=0
+if [ "$TRAIN" = 1 ]; then
+  echo "== train (until $((TOTAL - ($(date +%s) - START)))s from now)" >&2
+  GPU_TRAIN_DEADLINE=$((START + TOTAL)) $PY benchmarks/gpu_train.py --out "$FINAL"
+  TRAIN_RC=$?
+fi
+exit $TRAIN_RC
