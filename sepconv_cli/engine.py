@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from sepconv_cli.errors import DeviceError
 from sepconv_cli.ext import op_impl as use_op_impl
 from sepconv_cli.ext.separable_conv import CompiledKernelUnavailable
+from sepconv_cli.flow import FlowMemo, Neighbours, Surroundings
 from sepconv_cli.models.blocks import joint_normalisation
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -134,6 +135,7 @@ class Interpolator:
         self.stride = int(getattr(model, "stride", 1))
         self.tiling = tiling
         self.op_impl = op_impl
+        self._memo = FlowMemo()  # four-frame motion reuses the neighbouring pairs' flows
         self._pad_context = max(self._round(tiling.context), self._round(getattr(model.config, "kernel_size", 1) // 2 + 1))
 
     def _round(self, pixels: int) -> int:
@@ -144,11 +146,17 @@ class Interpolator:
         """Whether the model predicts frames at any time t, not only the midpoint."""
         return bool(getattr(self.model, "any_time", False))
 
-    def midpoint(self, frame1: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:
-        return self.at(frame1, frame2, 0.5)
+    @property
+    def wants_neighbours(self) -> bool:
+        """Whether the model reads the frames around the pair (``Surroundings``): a quadratic FlowSep."""
+        return bool(getattr(getattr(self.model, "config", None), "quadratic", False))
+
+    def midpoint(self, frame1: torch.Tensor, frame2: torch.Tensor, neighbours: Surroundings | None = None) -> torch.Tensor:
+        return self.at(frame1, frame2, 0.5, neighbours)
 
     @torch.inference_mode()
-    def at(self, frame1: torch.Tensor, frame2: torch.Tensor, t: float | torch.Tensor = 0.5) -> torch.Tensor:
+    def at(self, frame1: torch.Tensor, frame2: torch.Tensor, t: float | torch.Tensor = 0.5,
+           neighbours: Surroundings | None = None) -> torch.Tensor:
         times = torch.as_tensor(t, dtype=torch.float32).reshape(-1)
         if ((times < 0) | (times > 1)).any():
             raise ValueError(f"t must lie in [0, 1], got {times.tolist()}")
@@ -170,7 +178,12 @@ class Interpolator:
         context = self._pad_context
         if self.any_time:
             extra["t"] = times.to(self.device).expand(frame1.shape[0]) if times.numel() == 1 else times.to(self.device)
-        if needs_flow:
+        if needs_flow and self.wants_neighbours:
+            f01, f10 = self._memo(frame1, frame2), self._memo(frame2, frame1)
+            extra["flows"] = (f01, f10)
+            if neighbours is not None:
+                extra["neighbours"] = self._neighbours(frame1, frame2, neighbours)
+        elif needs_flow:
             f01, f10 = _pair_flows(frame1, frame2)
             extra["flows"] = (f01, f10)
             reach = float(torch.cat([f01, f10], 1).abs().amax()) if f01.numel() else 0.0
@@ -182,6 +195,8 @@ class Interpolator:
             frame2 = F.pad(frame2, [0, pad_w, 0, pad_h], mode="replicate")
             if "flows" in extra:
                 extra["flows"] = tuple(F.pad(f, [0, pad_w, 0, pad_h], mode="replicate") for f in extra["flows"])
+            if "neighbours" in extra:
+                extra["neighbours"] = extra["neighbours"].padded(pad_w, pad_h)  # type: ignore[attr-defined]
         try:
             with use_op_impl(self.op_impl):
                 if self.tiling.tile and frame1.shape[-2] * frame1.shape[-1] > self.tiling.max_pixels:
@@ -191,6 +206,22 @@ class Interpolator:
         except CompiledKernelUnavailable as error:
             raise DeviceError(f"op implementation 'compiled': {error}") from None
         return output[..., :height, :width].clamp_(0, 1).float().cpu()
+
+    def _neighbours(self, frame1: torch.Tensor, frame2: torch.Tensor, around: Surroundings) -> Neighbours:
+        """Flows to the frames around the pair (rows without valid neighbours get zeros, no DIS)."""
+        valid = around.valid.to(torch.bool).cpu()
+        f0m = torch.zeros_like(frame1[:, :2])
+        f12 = torch.zeros_like(frame1[:, :2])
+        if valid.any():
+            rows = valid.nonzero().flatten().to(frame1.device)
+            f0m[rows] = self._memo(frame1[rows], around.before.to(frame1.device, torch.float32)[rows])
+            f12[rows] = self._memo(frame2[rows], around.after.to(frame1.device, torch.float32)[rows])
+        on = {"dtype": torch.float32, "device": self.device}
+        mask = around.valid.to(**on)
+        one = torch.ones_like(mask)  # rows without neighbours: any positive gap, the correction is off
+        before = torch.where(mask > 0, around.before_gap.to(**on), one)
+        after = torch.where(mask > 0, around.after_gap.to(**on), one)
+        return Neighbours(f0m, f12, before, after, mask)
 
     def _to_device(self, frame: torch.Tensor, pin: bool) -> torch.Tensor:
         if pin and frame.device.type == "cpu":
@@ -218,6 +249,8 @@ class Interpolator:
                 part = dict(extra)
                 if "flows" in extra:
                     part["flows"] = tuple(f[..., y0:y1, x0:x1] for f in extra["flows"])  # type: ignore[union-attr]
+                if "neighbours" in extra:
+                    part["neighbours"] = extra["neighbours"].crop(y0, x0, y1 - y0, x1 - x0)  # type: ignore[attr-defined]
                 result = self._run(frame1[..., y0:y1, x0:x1], frame2[..., y0:y1, x0:x1], stats, part)
                 bottom, right = min(top + tile, height), min(left + tile, width)
                 output[..., top:bottom, left:right] = result[..., top - y0 : bottom - y0, left - x0 : right - x0]

@@ -102,6 +102,8 @@ import torch
 from sepconv_cli import scenes
 from sepconv_cli.duplicates import DuplicateFilter
 from sepconv_cli.errors import InputError, OutputClosed, OutputError
+from sepconv_cli.flow import Surroundings
+from sepconv_cli.neighbourhood import Around, surroundings, wants_neighbours
 from sepconv_cli.overlap import BackgroundConsumer, Prefetcher
 from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
 from sepconv_cli.timespan import Cut, TimeSpan
@@ -353,19 +355,28 @@ class _Interpolator:
         self.midpoint = midpoint
         self.factor = factor
         self.batch_size = batch_size
+        self.neighbours = wants_neighbours(midpoint)
 
-    def _call(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def _call(self, a: torch.Tensor, b: torch.Tensor, around: Surroundings | None = None) -> torch.Tensor:
         outs = []
         for start in range(0, a.shape[0], self.batch_size):
-            m = self.midpoint(a[start : start + self.batch_size], b[start : start + self.batch_size])
+            part = slice(start, start + self.batch_size)
+            if around is None:
+                m = self.midpoint(a[part], b[part])
+            else:
+                m = self.midpoint(a[part], b[part], neighbours=Surroundings(
+                    around.before[part], around.after[part], around.before_gap[part], around.after_gap[part],
+                    around.valid[part]))
             if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(a[start : start + self.batch_size].shape):
                 got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
                 raise ValueError(f"midpoint returned {got}, expected {tuple(a[start:start + self.batch_size].shape)}")
             outs.append(m.detach().to("cpu", torch.float32))
         return torch.cat(outs)
 
-    def between(self, pairs: list[tuple[Frame, Frame]]) -> list[list[torch.Tensor]]:
-        """For each pair, the ``factor - 1`` frames in between, as (3, H, W) tensors."""
+    def between(self, pairs: list[tuple[Frame, Frame]], arounds: list[Around] | None = None) -> list[list[torch.Tensor]]:
+        """For each pair, the ``factor - 1`` frames in between, as (3, H, W) tensors. The
+        first halving reads the input frames around each pair (``arounds``) when the model
+        wants them; later halvings are between a new frame and an input: linear motion."""
         if not pairs:
             return []
         f = self.factor
@@ -379,7 +390,10 @@ class _Interpolator:
             jobs = [(i, j) for i in range(len(pairs)) for j in range(0, f, step)]
             a = torch.stack([positions[i][j] for i, j in jobs])
             b = torch.stack([positions[i][j + step] for i, j in jobs])
-            mids = self._call(a, b)
+            around = None
+            if step == f and self.neighbours and arounds is not None:
+                around = surroundings([(*pairs[i], arounds[i]) for i, _ in jobs], _to_tensor, a, b)
+            mids = self._call(a, b, around)
             for (i, j), m in zip(jobs, mids):
                 positions[i][j + half] = m
             step = half
@@ -413,10 +427,16 @@ class _Multiplying:
     def nominal_rate(self, input_rate: Fraction) -> Fraction:
         return input_rate * self.factor
 
-    def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit) -> int:
+    @property
+    def reads_neighbours(self) -> bool:
+        return self.interp.neighbours
+
+    def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit, arounds: list[Around] | None = None) -> int:
         f = self.factor
         self.cuts += sum(link is Link.CUT for _, _, link in pairs)
-        blended = iter(self.interp.between([(a, b) for a, b, link in pairs if link is Link.BLEND]))
+        arounds = arounds or [Around() for _ in pairs]
+        blending = [k for k, (_, _, link) in enumerate(pairs) if link is Link.BLEND]
+        blended = iter(self.interp.between([pairs[k][:2] for k in blending], [arounds[k] for k in blending]))
         for a, b, link in pairs:
             cut = link is not Link.BLEND
             # Frame a sits at a·factor and the k-th new frame k/factor of the way to b at
@@ -468,6 +488,7 @@ class _Retiming:
 
     def __init__(self, at: At, rate: Fraction, input_time_base: Fraction, batch_size: int) -> None:
         self.at = at
+        self.neighbours = wants_neighbours(at)
         self.rate = Fraction(rate)
         self.input_time_base = Fraction(input_time_base)
         self.batch_size = batch_size
@@ -488,6 +509,10 @@ class _Retiming:
     def nominal_rate(self, input_rate: Fraction) -> Fraction:
         return self.rate
 
+    @property
+    def reads_neighbours(self) -> bool:
+        return self.neighbours
+
     def _submit(self, job: tuple[object, int, int], submit: Submit) -> None:
         if self._held is not None:
             submit(self._held)
@@ -502,13 +527,13 @@ class _Retiming:
         assert units.denominator == 1, (seconds, self.time_base)  # by construction of time_base
         return units.numerator
 
-    def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit) -> int:
+    def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit, arounds: list[Around] | None = None) -> int:
         if self.start is None:
             self.start = pairs[0][0].pts
         # plan: (image or None for "predicted", pts); rows: what to predict, in order.
         plan: list[tuple[object | None, int]] = []
-        rows: list[tuple[Frame, Frame, Fraction]] = []
-        for a, b, link in pairs:
+        rows: list[tuple[Frame, Frame, Fraction, Around]] = []
+        for (a, b, link), around in zip(pairs, arounds or [Around() for _ in pairs]):
             repeated = False
             while (s := self._time(self.next_k)) < b.pts:
                 if s == a.pts or link is not Link.BLEND:
@@ -516,7 +541,7 @@ class _Retiming:
                     repeated |= s != a.pts
                 else:
                     plan.append((None, self._units(s)))
-                    rows.append((a, b, (s - a.pts) / (b.pts - a.pts)))
+                    rows.append((a, b, (s - a.pts) / (b.pts - a.pts), around))
                 self.next_k += 1
             self.cuts += repeated and link is Link.CUT  # a cut that would otherwise have been blended
         # Predict in chunks of batch_size frames and submit as each chunk is done, so only
@@ -534,7 +559,7 @@ class _Retiming:
             self._submit((image, pts, self.step), submit)
         return len(plan)
 
-    def _predict(self, rows: list[tuple[Frame, Frame, Fraction]]) -> list[torch.Tensor]:
+    def _predict(self, rows: list[tuple[Frame, Frame, Fraction, Around]]) -> list[torch.Tensor]:
         tensors: dict[int, torch.Tensor] = {}
 
         def tensor(frame: Frame) -> torch.Tensor:  # each frame converted once per chunk
@@ -542,11 +567,15 @@ class _Retiming:
                 tensors[id(frame)] = _to_tensor(frame.rgb)
             return tensors[id(frame)]
 
-        a = torch.stack([tensor(a) for a, _, _ in rows])
-        b = torch.stack([tensor(b) for _, b, _ in rows])
+        a = torch.stack([tensor(a) for a, _, _, _ in rows])
+        b = torch.stack([tensor(b) for _, b, _, _ in rows])
         # float64: the exact fraction rounded once (the engine takes float32).
-        t = torch.tensor([float(t) for _, _, t in rows], dtype=torch.float64)
-        out = self.at(a, b, t)
+        t = torch.tensor([float(t) for _, _, t, _ in rows], dtype=torch.float64)
+        if self.neighbours:
+            around = surroundings([(a_, b_, r) for a_, b_, _, r in rows], _to_tensor, a, b)
+            out = self.at(a, b, t, neighbours=around)
+        else:
+            out = self.at(a, b, t)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(a.shape):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"at returned {got}, expected {tuple(a.shape)}")
@@ -924,11 +953,11 @@ def _process(
             # One pair's frames may wait for the encoder: at 4K each is a 100 MB tensor.
             with BackgroundConsumer(encode, depth=factor or 4, name="sepconv-encode") as encoder:
 
-                def emit(pairs: list[tuple[Frame, Frame, Link]]) -> None:
+                def emit(pairs: list[tuple[Frame, Frame, Link]], arounds: list[Around]) -> None:
                     nonlocal done, written
                     if not pairs:
                         return
-                    written += schedule.pairs(pairs, encoder.submit)
+                    written += schedule.pairs(pairs, encoder.submit, arounds)
                     for _, b, _ in pairs:
                         # Input frames passed: more than one per pair where dedup dropped copies.
                         while done < b.index:
@@ -937,20 +966,39 @@ def _process(
                                 progress(done, total)
 
                 # Emit each batch as soon as it is full: memory holds one batch of pairs,
-                # the previous frame and the short queues, whatever the length of the video.
-                pending: list[tuple[Frame, Frame, Link]] = [(first[0], second[0], second[1])]
+                # the previous frames and the short queues, whatever the length of the video.
+                # For four-frame motion a pair waits for the frame after it (``held``).
+                lookahead = schedule.reads_neighbours
+                pending: list[tuple[Frame, Frame, Link]] = []
+                arounds: list[Around] = []
+                held, held_around = (first[0], second[0], second[1]), Around()
+                if not lookahead:
+                    pending.append(held)
+                    arounds.append(held_around)
                 before_last, last = first[0], second[0]
                 while True:
                     if len(pending) >= options.batch_size:
-                        emit(pending)
-                        pending = []
+                        emit(pending, arounds)
+                        pending, arounds = [], []
                     item = next(frames, None)
                     if item is None:
                         break
                     frame, link = item
-                    pending.append((last, frame, link))
+                    if lookahead:
+                        if link is Link.BLEND:
+                            held_around.after = frame
+                        pending.append(held)
+                        arounds.append(held_around)
+                        # The new pair's frame before: the one before its first, if that pair blends.
+                        held, held_around = (last, frame, link), Around(before_last if held[2] is Link.BLEND else None)
+                    else:
+                        pending.append((last, frame, link))
+                        arounds.append(Around())
                     before_last, last = last, frame
-                emit(pending)
+                if lookahead:
+                    pending.append(held)
+                    arounds.append(held_around)
+                emit(pending, arounds)
 
                 # The last frame has no successor: repeated over its own duration. With
                 # dedup the frame before it may be many frames back, so no guessing from it.

@@ -17,6 +17,18 @@ scaled by ``gate(t) = min(1, 8·t·(1-t))``, so t = 0 and t = 1 return the input
 
 The network is a 4-level U-Net working at half resolution and below (stride 16), small
 enough to train and run on a CPU.
+
+With ``quadratic=True`` the network also sees a second motion candidate from four frames
+(Xu et al., NeurIPS 2019, ``flow.quadratic_flows``): the frames before and after the pair
+give each pixel an acceleration, and the quadratic flows' warped frames and their
+difference from the linear flows enter the U-Net as 11 more channels (the last one says
+whether the neighbours exist). Two more head channels, α0 and α1, choose per pixel how
+far each frame's taps move from the linear towards the quadratic flow: they are added to
+the taps' offset residuals at the head's resolution, so the fused synthesis op stays as
+it is and differentiates them. New input weights and the two new head channels start at
+zero (``widen_state_dict``), so a quadratic network made from linear weights first
+computes exactly what they did. Without neighbours (the ends of a video, shot cuts) the
+quadratic candidate is the linear one and α has nothing to move.
 """
 
 from __future__ import annotations
@@ -28,13 +40,16 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sepconv_cli.ext.flowsep_synthesis import SPLAT_PRIOR, flowsep_synthesis, params_per_frame
-from sepconv_cli.flow import FlowPrior, flow_prior, splat
+from sepconv_cli.flow import FlowPrior, Neighbours, flow_prior, quadratic_flows, splat, warp
 from sepconv_cli.models.blocks import check_frame_pair
 
 # SPLAT_PRIOR, the share of the splat candidate in the untrained blend: small enough that the
 # network starts at the flow baseline (< 0.01 dB away), large enough to pass a gradient.
-__all__ = ["FLOW_SCALE", "SPLAT_PRIOR", "FlowSep", "FlowSepConfig", "gate"]
+__all__ = ["FLOW_SCALE", "SPLAT_PRIOR", "FlowSep", "FlowSepConfig", "gate", "widen_state_dict"]
 FLOW_SCALE = 32.0  # flows enter the network divided by this (px)
+LINEAR_CHANNELS = 23  # I0, I1, W0, W1, splat (15), e0, e1, coverage, t (4), Ft0, Ft1 (4)
+QUADRATIC_CHANNELS = 11  # W0q, W1q (6), Ft0q - Ft0, Ft1q - Ft1 (4), neighbours valid (1)
+ALPHA_RANGE = (-1.0, 2.0)  # how far the taps may move along (quadratic - linear): some extrapolation, no runaway
 
 
 @dataclass(frozen=True)
@@ -44,10 +59,13 @@ class FlowSepConfig:
     kernel_size: n, taps of each 1-D kernel (odd); 3 is enough when the taps already
         follow the flow, and costs 9/25 of DSepConv's 5.
     channels: widths of the four U-Net levels (1/2, 1/4, 1/8, 1/16 resolution).
+
+    quadratic: the four-frame motion candidate (see the module docstring).
     """
 
     kernel_size: int = 3
     channels: tuple[int, ...] = (24, 48, 72, 96)
+    quadratic: bool = False
 
     def __post_init__(self) -> None:
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -98,7 +116,9 @@ class FlowSep(nn.Module):
     in [0, 1], H and W multiples of ``stride``; ``t`` a float or a (B,) tensor in [0, 1];
     ``flows`` the (F01, F10) pair of ``sepconv_cli.flow.flow_prior`` (computed here when
     None; the engine computes it once on whole frames and passes tiles of it). ``stats``
-    is accepted for the engine's common call and unused. Returns (B, 3, H, W), not clamped.
+    is accepted for the engine's common call and unused. ``neighbours``: the flows to the
+    frames before and after the pair (``flow.Neighbours``), read by a quadratic network
+    only (None: linear motion). Returns (B, 3, H, W), not clamped.
     """
 
     name = "flowsep"
@@ -112,9 +132,9 @@ class FlowSep(nn.Module):
         self.config = config
         n = config.kernel_size
         self.per_frame = params_per_frame(n)  # v, h, dy, dx, mask
-        # I0, I1, W0, W1, splat (15), e0, e1, coverage, t (4), Ft0, Ft1 (4)
-        self.unet = _UNet(23, config.channels)
-        self.head = nn.Conv2d(config.channels[0], 2 * self.per_frame + 3, 3, padding=1)
+        self.in_channels = LINEAR_CHANNELS + (QUADRATIC_CHANNELS if config.quadratic else 0)
+        self.unet = _UNet(self.in_channels, config.channels)
+        self.head = nn.Conv2d(config.channels[0], 2 * self.per_frame + 3 + (2 if config.quadratic else 0), 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -125,6 +145,7 @@ class FlowSep(nn.Module):
         stats: object | None = None,
         t: float | Tensor = 0.5,
         flows: tuple[Tensor, Tensor] | None = None,
+        neighbours: Neighbours | None = None,
     ) -> Tensor:
         check_frame_pair("FlowSep", self.stride, frame1, frame2)
         if flows is None:
@@ -136,22 +157,26 @@ class FlowSep(nn.Module):
             # Holes of the splat take the backward blend, so the candidate is defined everywhere.
             splatted = torch.where(coverage > 1e-3, splatted, prior.blend())
             features = self._features(frame1, frame2, prior, splatted, coverage)
+            deltas = self._quadratic(frame1, frame2, f01, f10, prior, neighbours, features) if self.config.quadratic else None
         # The head stays at the U-Net's half resolution: the synthesis samples it per output
         # pixel (compiled kernel) or upsamples it first (the reference composition).
         params = self.head(self.unet(features))
+        if deltas is not None:
+            params = self._steer(params, deltas)
         return flowsep_synthesis(
             frame1, frame2, splatted, prior.ft0, prior.ft1, prior.weight0, params,
             gate(prior.t).reshape(-1), self.config.kernel_size,
         )
 
     def _features(self, frame1: Tensor, frame2: Tensor, prior: FlowPrior, splatted: Tensor, coverage: Tensor) -> Tensor:
-        """The U-Net's 23 input channels, (B, 23, H, W), written straight into one buffer in
+        """The U-Net's input channels, (B, C, H, W), the 23 linear ones filled (a quadratic
+        network's 11 more by ``_quadratic``), written straight into one buffer in
         the memory format of the network's weights: a torch.cat of temporaries, then the
         convolution's copy to channels_last, were two more full-size passes over 23 channels."""
         channels_last = self.head.weight.is_contiguous(memory_format=torch.channels_last)
         batch, _, height, width = frame1.shape
         features = torch.empty(
-            (batch, 23, height, width), dtype=frame1.dtype, device=frame1.device,
+            (batch, self.in_channels, height, width), dtype=frame1.dtype, device=frame1.device,
             memory_format=torch.channels_last if channels_last else torch.contiguous_format,
         )
         for index, image in enumerate((frame1, frame2, prior.warped0, prior.warped1, splatted)):
@@ -163,3 +188,55 @@ class FlowSep(nn.Module):
         torch.div(prior.ft0, FLOW_SCALE, out=features[:, 19:21])
         torch.div(prior.ft1, FLOW_SCALE, out=features[:, 21:23])
         return features
+
+    def _quadratic(self, frame1: Tensor, frame2: Tensor, f01: Tensor, f10: Tensor, prior: FlowPrior,
+                   neighbours: Neighbours | None, features: Tensor) -> Tensor:
+        """Fill the quadratic input channels; returns the half-resolution (Ft0q - Ft0, Ft1q - Ft1), (B, 4, H/2, W/2)."""
+        batch = frame1.shape[0]
+        if neighbours is None:
+            zeros = torch.zeros_like(f01)
+            neighbours = Neighbours(zeros, zeros, valid=torch.zeros(batch, device=f01.device))
+        q0, q1 = quadratic_flows(f01, f10, neighbours.f0m.to(f01.dtype), neighbours.f12.to(f01.dtype), prior.t,
+                                 neighbours.before, neighbours.after, neighbours.valid)
+        delta = torch.cat([q0 - prior.ft0, q1 - prior.ft1], 1)
+        c = LINEAR_CHANNELS
+        torch.sub(warp(frame1, q0), 0.5, out=features[:, c : c + 3])
+        torch.sub(warp(frame2, q1), 0.5, out=features[:, c + 3 : c + 6])
+        torch.div(delta, FLOW_SCALE, out=features[:, c + 6 : c + 10])
+        features[:, c + 10 : c + 11] = neighbours.valid.to(features.dtype).reshape(-1, 1, 1, 1)
+        return F.avg_pool2d(delta, 2)
+
+    def _steer(self, params: Tensor, deltas: Tensor) -> Tensor:
+        """The synthesis' parameters with every tap of frame f moved by α_f·(Ft_f,quadratic - Ft_f).
+
+        The shift is added at the head's resolution (where ``deltas`` were pooled to), so the
+        synthesis upsamples it with the rest and the fused op's gradient reaches α.
+        """
+        n, k = self.config.kernel_size, self.per_frame
+        base, alpha = params[:, : 2 * k + 3], params[:, 2 * k + 3 :].clamp(*ALPHA_RANGE)
+        shifts = []
+        for f in range(2):
+            move = alpha[:, f : f + 1] * deltas[:, 2 * f : 2 * f + 2]  # (B, 2, h, w): dx, dy
+            zeros = base.new_zeros(base.shape[0], 2 * n, *base.shape[-2:])
+            tail = base.new_zeros(base.shape[0], n * n, *base.shape[-2:])
+            dy = move[:, 1:2].expand(-1, n * n, -1, -1)
+            dx = move[:, 0:1].expand(-1, n * n, -1, -1)
+            shifts.append(torch.cat([zeros, dy, dx, tail], 1))
+        shifts.append(base.new_zeros(base.shape[0], 3, *base.shape[-2:]))
+        return base + torch.cat(shifts, 1)
+
+
+def widen_state_dict(state: dict[str, Tensor], network: FlowSep) -> dict[str, Tensor]:
+    """A linear FlowSep's weights for a quadratic ``network``: the new input channels of the
+    first convolution and the two α head channels get zero weights, so the widened network
+    computes exactly what ``state`` did until training moves them."""
+    own = network.state_dict()
+    widened = dict(state)
+    for key in ("unet.down.0.0.0.weight", "head.weight", "head.bias"):
+        old, new = state[key], own[key]
+        if old.shape == new.shape:
+            continue
+        grown = torch.zeros_like(new)
+        grown[tuple(slice(0, size) for size in old.shape)] = old
+        widened[key] = grown
+    return widened

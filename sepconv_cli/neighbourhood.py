@@ -1,0 +1,87 @@
+"""The frames around each pair of a stream, for four-frame (quadratic) motion.
+
+A model that reads them (``Interpolator.wants_neighbours``) gets, beside the pair (a, b),
+the input frame before a and the one after b, with their real distances. They count only
+where the motion can be one smooth curve through all four: no shot cut and no pause
+(``--dedup``) between any two of them, and neighbours neither much closer nor much
+farther than the pair itself (VFR input, frames dropped by dedup); elsewhere the model
+falls back to linear motion. The stream runs one frame ahead for this: a pair is handed
+on once the frame after it has been decoded (or the input ended).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sepconv_cli.flow import Surroundings
+from sepconv_cli.video import Frame
+
+# Neighbours farther than this many pair intervals (or closer than its inverse) break the
+# constant-acceleration fit more often than they help; the pair then uses linear motion.
+MAX_GAP_RATIO = 2.0
+
+
+@dataclass
+class Around:
+    """The input frames next to a pair: ``before`` precedes its first frame, ``after``
+    follows its second; each None where there is none in the same shot, or a pause."""
+
+    before: Frame | None = None
+    after: Frame | None = None
+
+
+def gaps(a: Frame, b: Frame, around: Around) -> tuple[float, float] | None:
+    """The neighbours' distances in units of the pair's interval, or None where they don't count."""
+    if around.before is None or around.after is None:
+        return None
+    step = b.timestamp - a.timestamp
+    if step <= 0:
+        return None
+    before = (a.timestamp - around.before.timestamp) / step
+    after = (around.after.timestamp - b.timestamp) / step
+    low = 1 / MAX_GAP_RATIO
+    if not (low <= before <= MAX_GAP_RATIO and low <= after <= MAX_GAP_RATIO):
+        return None
+    return before, after
+
+
+def surroundings(rows: list[tuple[Frame, Frame, Around]], tensor: Callable[[np.ndarray], torch.Tensor],
+                 firsts: torch.Tensor, seconds: torch.Tensor) -> Surroundings:
+    """``Surroundings`` of a batch of pairs; ``firsts``/``seconds`` are the pairs' own frames
+    as tensors (placeholders where a row has no neighbours), ``tensor`` converts an RGB frame."""
+    before, after, before_gap, after_gap, valid = [], [], [], [], []
+    for k, (a, b, around) in enumerate(rows):
+        spacing = gaps(a, b, around)
+        if spacing is None:
+            before.append(firsts[k])
+            after.append(seconds[k])
+            before_gap.append(1.0)
+            after_gap.append(1.0)
+            valid.append(0.0)
+            continue
+        assert around.before is not None and around.after is not None
+        before.append(tensor(around.before.rgb))
+        after.append(tensor(around.after.rgb))
+        before_gap.append(spacing[0])
+        after_gap.append(spacing[1])
+        valid.append(1.0)
+    return Surroundings(torch.stack(before), torch.stack(after), torch.tensor(before_gap, dtype=torch.float32),
+                        torch.tensor(after_gap, dtype=torch.float32), torch.tensor(valid, dtype=torch.float32))
+
+
+def wants_neighbours(function: Callable[..., Any]) -> bool:
+    """Whether an interpolation callable takes ``neighbours``: an ``Interpolator``'s
+    ``midpoint``/``at`` when its model reads them, or any function with that parameter."""
+    owner = getattr(function, "__self__", None)
+    if owner is not None and hasattr(owner, "wants_neighbours"):
+        return bool(owner.wants_neighbours)
+    try:
+        return "neighbours" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False

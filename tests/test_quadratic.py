@@ -1,0 +1,201 @@
+"""Four-frame (quadratic) motion: the flows, and the FlowSep network that chooses between them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sepconv_cli.flow import FlowPrior, Neighbours, intermediate_flows, neighbour_flows, quadratic_flows, warp
+from sepconv_cli.models.flowsep import FlowSep, FlowSepConfig, widen_state_dict
+from sepconv_cli.models.registry import build_model, load_weights
+
+V, A = 1.0, 6.0  # px per frame, px per frame²: the texture is at v·τ + a·τ²/2 at time τ
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def accelerating(tau: float, height: int = 96, width: int = 128) -> torch.Tensor:
+    """Smooth random texture (no period, so flow is unambiguous) moving right with constant
+    acceleration, sampled at sub-pixel positions, (1, 3, H, W) in [0, 1]."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    canvas = cv2.GaussianBlur(rng.random((height, width + 96, 3)).astype(np.float32), (0, 0), 2.0)
+    canvas = (canvas - canvas.mean()) / canvas.std() * 0.18 + 0.5
+    xs = np.arange(width, dtype=np.float32) + 48 - (V * tau + A * tau * tau / 2)
+    map_x = np.broadcast_to(xs, (height, width)).astype(np.float32)
+    map_y = np.broadcast_to(np.arange(height, dtype=np.float32)[:, None], (height, width)).astype(np.float32)
+    frame = cv2.remap(canvas, map_x, map_y, cv2.INTER_CUBIC)
+    return torch.from_numpy(frame).permute(2, 0, 1)[None].clamp(0, 1)
+
+
+def exact_flow(dx: float, height: int = 96, width: int = 128) -> torch.Tensor:
+    flow = torch.zeros(1, 2, height, width)
+    flow[:, 0] = dx
+    return flow
+
+
+def interior_psnr(a: torch.Tensor, b: torch.Tensor, margin: int = 24) -> float:
+    diff = (a - b)[..., margin:-margin, margin:-margin]
+    return float(10 * torch.log10(1 / diff.pow(2).mean()))
+
+
+def test_quadratic_flows_are_exact_for_constant_acceleration_and_linear_at_the_ends() -> None:
+    p = lambda tau: V * tau + A * tau * tau / 2  # noqa: E731
+    f01, f10 = exact_flow(p(1) - p(0)), exact_flow(p(0) - p(1))
+    f0m, f12 = exact_flow(p(-1) - p(0)), exact_flow(p(2) - p(1))
+    for t in (0.25, 0.5, 0.8):
+        q0, q1 = quadratic_flows(f01, f10, f0m, f12, t)
+        assert torch.allclose(q0[:, 0], torch.full_like(q0[:, 0], p(0) - p(t)), atol=1e-5)
+        assert torch.allclose(q1[:, 0], torch.full_like(q1[:, 0], p(1) - p(t)), atol=1e-5)
+    # Uneven neighbours (a dropped frame before the pair): the real spacing keeps it exact.
+    f0m2 = exact_flow(p(-2) - p(0))
+    q0, _ = quadratic_flows(f01, f10, f0m2, f12, 0.5, before=2.0)
+    assert torch.allclose(q0[:, 0], torch.full_like(q0[:, 0], p(0) - p(0.5)), atol=1e-5)
+    # t = 0 and t = 1 give the linear flows, and so do invalid neighbours.
+    for t in (0.0, 1.0):
+        assert all(torch.allclose(q, lin, atol=1e-6) for q, lin in
+                   zip(quadratic_flows(f01, f10, f0m, f12, t), intermediate_flows(f01, f10, t)))
+    q = quadratic_flows(f01, f10, f0m, f12, 0.5, valid=torch.zeros(1))
+    assert all(torch.allclose(a, b) for a, b in zip(q, intermediate_flows(f01, f10, 0.5)))
+
+
+def test_on_an_accelerating_texture_the_quadratic_path_lands_on_the_true_frame_where_linear_misses() -> None:
+    before, frame0, truth, frame1, after = (accelerating(tau) for tau in (-1, 0, 0.5, 1, 2))
+    prior = FlowPrior(frame0, frame1, *_dis(frame0, frame1), 0.5)
+    neighbours = neighbour_flows(before, frame0, frame1, after)
+    q0, q1 = quadratic_flows(*_dis(frame0, frame1), neighbours.f0m, neighbours.f12, 0.5)
+    linear = interior_psnr(prior.blend(), truth)
+    quadratic = interior_psnr(0.5 * warp(frame0, q0) + 0.5 * warp(frame1, q1), truth)
+    assert linear < 30 and quadratic > linear + 8, (linear, quadratic)
+
+    # Through the network: a quadratic FlowSep whose α head says "all the way" follows the
+    # quadratic flows inside the fused synthesis op.
+    torch.manual_seed(0)
+    model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True)).eval()
+    with torch.no_grad():
+        model.head.bias[-2:] = 1.0
+        steered = model(frame0, frame1, t=0.5, neighbours=neighbours)
+        unsteered = model(frame0, frame1, t=0.5)  # no neighbours: linear motion
+    assert interior_psnr(steered, truth) > interior_psnr(unsteered, truth) + 8
+
+
+def _dis(frame0: torch.Tensor, frame1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from sepconv_cli.flow import flow_prior
+
+    return flow_prior(frame0, frame1)
+
+
+def test_a_quadratic_network_widened_from_the_shipped_weights_is_exactly_the_shipped_one() -> None:
+    shipped = load_weights("weights/flowsep.pt")
+    config = dict(FlowSepConfig(**{**shipped.config.__dict__, "quadratic": True}).__dict__)
+    widened = build_model("flowsep", config)
+    widened.load_state_dict(widen_state_dict(shipped.state_dict(), widened))
+    widened.eval()
+    frames = [accelerating(tau, 64, 96) for tau in (-1, 0, 1, 2)]
+    neighbours = neighbour_flows(*frames)
+    with torch.no_grad():
+        for t in (0.3, 0.5):
+            expected = shipped(frames[1], frames[2], t=t)
+            assert torch.equal(widened(frames[1], frames[2], t=t, neighbours=neighbours), expected)
+            assert torch.equal(widened(frames[1], frames[2], t=t), expected)
+
+
+def test_neighbours_crop_with_their_tile() -> None:
+    n = Neighbours(torch.arange(2 * 6 * 8.0).reshape(1, 2, 6, 8), torch.zeros(1, 2, 6, 8), before=2.0)
+    tile = n.crop(1, 2, 3, 4)
+    assert tile.f0m.shape == (1, 2, 3, 4) and tile.before == 2.0
+    assert torch.equal(tile.f0m, n.f0m[..., 1:4, 2:6])
+
+
+# -- the stream: which pairs get neighbours -------------------------------------------------
+
+
+def _recording_midpoint(calls: list):
+    def midpoint(a: torch.Tensor, b: torch.Tensor, neighbours=None) -> torch.Tensor:
+        assert neighbours is not None
+        for k in range(a.shape[0]):
+            calls.append((float(neighbours.valid[k]), float(neighbours.before_gap[k]), float(neighbours.after_gap[k]),
+                          torch.equal(neighbours.before[k], a[k])))
+        return (a + b) / 2
+    return midpoint
+
+
+def test_stream_neighbours_skip_the_ends_and_shot_cuts(tmp_path) -> None:
+    from sepconv_cli.pipeline import VideoOptions, interpolate_video
+    from tests.media import make_video
+
+    src = make_video(tmp_path / "in.mp4", frames=10, cut_at=5, audio=False)
+    calls: list = []
+    interpolate_video(src, tmp_path / "out.mkv", _recording_midpoint(calls),
+                      options=VideoOptions(preset="ultrafast", batch_size=3))
+    # Pairs (0,1) … (8,9); (4,5) is the cut and is not interpolated. Neighbours exist for
+    # (1,2), (2,3) and (6,7), (7,8): not the first or last pair, not next to the cut.
+    assert [c[0] for c in calls] == [0, 1, 1, 0, 0, 1, 1, 0]
+    assert all(c[1:3] == (1.0, 1.0) for c in calls)
+    assert [c[3] for c in calls if c[0] == 0] == [True] * 4  # placeholders are the pair's own frames
+
+
+def test_stream_neighbours_use_real_timestamps_and_drop_uneven_ones(tmp_path) -> None:
+    from fractions import Fraction
+
+    from sepconv_cli.neighbourhood import Around, gaps
+    from sepconv_cli.video import Frame
+
+    def frame(ms: int) -> Frame:
+        return Frame(np.zeros((2, 2, 3), np.uint8), Fraction(ms, 1000), 0, timestamp=ms)
+
+    a, b = frame(40), frame(80)
+    assert gaps(a, b, Around(frame(0), frame(120))) == (1.0, 1.0)
+    assert gaps(a, b, Around(frame(20), frame(140))) == (0.5, 1.5)  # VFR: measured, not assumed
+    assert gaps(a, b, Around(frame(-60), frame(120))) is None  # 2.5 intervals back: linear
+    assert gaps(a, b, Around(None, frame(120))) is None
+
+
+def test_a_quadratic_flowsep_interpolates_a_stream_through_the_cli(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from sepconv_cli.cli import cli
+    from sepconv_cli.models.registry import save_weights
+    from tests.media import make_video
+
+    torch.manual_seed(0)
+    model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True))
+    with torch.no_grad():
+        model.head.bias[-2:] = 1.0
+    weights = tmp_path / "q.pt"
+    save_weights(model, weights)
+    src = make_video(tmp_path / "in.mp4", width=64, height=48, frames=6, audio=False)
+    for extra in ([], ["--fps", "60"]):
+        out = tmp_path / f"out{len(extra)}.mkv"
+        result = CliRunner().invoke(cli, ["interpolate", str(src), "--weights", str(weights), "--out", str(out),
+                                          "--device", "cpu", "--quiet", *extra])
+        assert result.exit_code == 0, result.output
+        assert out.stat().st_size > 0
+
+
+def test_the_engine_passes_neighbours_through_padding_and_tiles() -> None:
+    from sepconv_cli.engine import Interpolator, Tiling
+    from sepconv_cli.flow import Surroundings
+
+    before, frame0, truth, frame1, after = (accelerating(tau, 90, 124) for tau in (-1, 0, 0.5, 1, 2))
+    torch.manual_seed(0)
+    model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True))
+    with torch.no_grad():
+        model.head.bias[-2:] = 1.0
+    around = Surroundings(before, after, torch.ones(1), torch.ones(1), torch.ones(1))
+    whole = Interpolator(model, device="cpu")
+    tiled = Interpolator(model, device="cpu", tiling=Tiling(tile=48, context=32, max_pixels=1))
+    steered = whole.at(frame0, frame1, 0.5, around)
+    linear = whole.at(frame0, frame1, 0.5)
+    assert interior_psnr(steered, truth) > interior_psnr(linear, truth) + 8
+    assert (tiled.at(frame0, frame1, 0.5, around) - steered).abs().amax() < 2e-3
+    off = Surroundings(before, after, torch.ones(1), torch.ones(1), torch.zeros(1))
+    assert torch.equal(whole.at(frame0, frame1, 0.5, off), linear)
