@@ -36,17 +36,22 @@ def _default_workers() -> int:
               help="Render procedural scenes from the photographs in this folder instead of reading SOURCE.")
 @click.option("--count", type=click.IntRange(1), help="Number of synthetic triplets (with --synthetic).")
 @click.option("--device", default="auto", show_default=True, help="Where synthetic scenes render: auto, cpu, cuda, cuda:N.")
+@click.option("--triplets", is_flag=True,
+              help="Write a version-1 cache of triplets only, without the neighbour frames "
+                   "(i-stride, i+3*stride) of the default five-frame windows; also to finish an interrupted version-1 run.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def prepare(
     source: Path | None, out: Path | None, patches: int, size: int, stride: int, workers: int, seed: int,
-    photos: Path | None, count: int | None, device: str, quiet: bool,
+    photos: Path | None, count: int | None, device: str, triplets: bool, quiet: bool,
 ) -> None:
     """Extract training triplets from SOURCE into the patch cache.
 
     SOURCE is a DAVIS folder (JPEGImages/480p/<sequence>/), a folder of image
     sequences, a video, or a folder of videos. Patches are kept with a probability
     that grows with their SimpleFlow motion; triplets across shot cuts and static
-    windows are rejected. Run the same command again to resume an interrupted run.
+    windows are rejected. Each patch also keeps the frames one stride before and after
+    its triplet (flagged where missing or across a cut), for models that use them.
+    Run the same command again to resume an interrupted run.
     With --synthetic PHOTOS --count N, scenes with known motion are rendered instead.
     """
     if (source is None) == (photos is None):
@@ -67,9 +72,10 @@ def prepare(
                 summary = prepare_synthetic(
                     photos, out, count, seed=seed, config=SceneConfig(size=size),
                     device=None if device == "auto" else device, workers=workers, progress=progress,
+                    windows=not triplets,
                 )
             else:
-                params = SelectionParams(size=size, patches=patches, stride=stride, seed=seed)
+                params = SelectionParams(size=size, patches=patches, stride=stride, seed=seed, windows=not triplets)
                 summary = prepare_frames(source, out, params, workers=workers, progress=progress)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; finished shards are kept in {out}: run the same command again to resume") from None
@@ -82,7 +88,8 @@ def format_summary(summary: PrepareSummary, seconds: float) -> str:
     c = summary.counts
     lines = []
     if "scenes" in c:
-        lines.append(f"{summary.out}: {c['patches']} synthetic triplets from {c.get('photos', 0)} photo crops "
+        windows = " with neighbour frames" if summary.version >= 2 else ""
+        lines.append(f"{summary.out}: {c['patches']} synthetic triplets{windows} from {c.get('photos', 0)} photo crops "
                      f"({seconds:.1f} s)")
     else:
         lines.append(
@@ -94,6 +101,11 @@ def format_summary(summary: PrepareSummary, seconds: float) -> str:
             f"window(s) of {c.get('windows', 0)} tried"
             + (f", {c['no_flow_windows']} without a usable flow" if c.get("no_flow_windows") else "")
         )
+        if "patches_without_neighbours" in c:
+            lines.append(
+                f"  neighbour frames: {c['patches'] - c['patches_without_neighbours']} of {c['patches']} patch(es) "
+                f"have both; the rest sit at a sequence's end or beside a cut ({c.get('neighbour_cuts', 0)} triplet(s))"
+            )
         skipped = [
             (c.get("short_sequences", 0), "sequence(s) too short"),
             (c.get("unreadable_images", 0), "unreadable image(s)"),

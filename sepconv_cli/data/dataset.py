@@ -1,13 +1,23 @@
 """Torch datasets for training: the patch cache, or procedural scenes rendered on the fly.
 
 An item is a ``(3, 3, crop, crop)`` uint8 tensor: frames t = 0, 0.5, 1 (RGB, rows,
-columns). Items stay uint8 until they reach the device (a quarter of the bytes to copy);
-``to_frames`` turns a batch into the network's float inputs and target.
+columns); with ``timed=True`` a pair ``(triplet, t)``, t the middle frame's time. With
+``windows=True`` an item is ``(frames, t, valid)``: ``frames`` a ``(5, 3, crop, crop)``
+uint8 tensor [before, frame0, middle, frame1, after] (the neighbours one input interval
+before frame0 and after frame1, for models that use the motion around the pair), ``t``
+a float32 scalar tensor (the middle frame's time), ``valid`` a float32 scalar tensor,
+1.0 when both neighbours are real frames and 0.0 when they are stand-in copies of frame0
+and frame1 (a version-1 cache, the end of a sequence, a shot cut). Items stay uint8
+until they reach the device (a quarter of the bytes to copy); ``to_frames`` and
+``to_window_frames`` turn a batch into the network's float inputs and target.
 
 Augmentation (the KTH replication's, after SepConv): a random ``crop`` × ``crop`` window
 of the (150 × 150) patch, then one of {horizontal flip, vertical flip, 90° rotation (+ or
 −, equally likely), identity} with probability 1/4 each, then a temporal swap (frames 0
-and 1 exchanged, the middle one stays) with probability 1/2.
+and 1 exchanged, the middle one stays) with probability 1/2. All frames of an item share
+the crop and the transform; the swap reverses them all (before and after exchanged too)
+and maps t to 1 - t. The random stream is the same with and without windows, so a
+window's frames 1..3 are the triplet item of the same index, epoch and seed.
 
 Every random choice for item ``i`` in epoch ``e`` comes from
 ``numpy.random.default_rng([seed, e, i])``: an item does not depend on the worker that
@@ -33,7 +43,8 @@ TRANSFORMS = ("hflip", "vflip", "rotate", "identity")
 def augment(triplet: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndarray:
     """Random crop, one flip/rotation/identity, temporal swap with p = 1/2.
 
-    ``triplet``: (3, 3, S, S) array (any dtype); returns a contiguous (3, 3, crop, crop) copy.
+    ``triplet``: (F, 3, S, S) array (any dtype; F = 3 frames, or 5 for a window); returns
+    a contiguous (F, 3, crop, crop) copy.
     """
     return augment_timed(triplet, rng, crop)[0]
 
@@ -67,49 +78,73 @@ def centre_crop(triplet: np.ndarray, crop: int) -> np.ndarray:
 def to_frames(batch: torch.Tensor, device: torch.device | str | None = None,
               channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, 3, 3, S, S) uint8 → frame1, middle, frame2, each (B, 3, S, S) float32 in [0, 1]."""
+    return _float_frames(batch, 3, device, channels_last)  # type: ignore[return-value]
+
+
+def to_window_frames(batch: torch.Tensor, device: torch.device | str | None = None, channels_last: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 5, 3, S, S) uint8 windows → before, frame0, middle, frame1, after, each
+    (B, 3, S, S) float32 in [0, 1]."""
+    return _float_frames(batch, 5, device, channels_last)  # type: ignore[return-value]
+
+
+def _float_frames(batch: torch.Tensor, count: int, device: torch.device | str | None,
+                  channels_last: bool) -> tuple[torch.Tensor, ...]:
+    if batch.ndim != 5 or batch.shape[1] != count:
+        raise ValueError(f"expected a (B, {count}, 3, S, S) batch, got {tuple(batch.shape)}")
     batch = batch.to(device, non_blocking=True) if device is not None else batch
     frames = batch.float().div_(255)
     memory = torch.channels_last if channels_last else torch.contiguous_format
-    return tuple(frames[:, t].contiguous(memory_format=memory) for t in range(3))  # type: ignore[return-value]
+    return tuple(frames[:, t].contiguous(memory_format=memory) for t in range(count))
+
+
+Item = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class _Augmented(Dataset):
     """``timed``: items are ``(triplet, t)`` pairs, t the middle frame's time as a float32
-    tensor (after the temporal swap), for models that take any time."""
+    tensor (after the temporal swap), for models that take any time. ``windows``: items
+    are ``(frames, t, valid)`` with five frames (see the module docstring)."""
 
-    def __init__(self, crop: int, augmented: bool, seed: int, timed: bool = False) -> None:
+    def __init__(self, crop: int, augmented: bool, seed: int, timed: bool = False, windows: bool = False) -> None:
         self.crop = crop
         self.augmented = augmented
         self.seed = seed
         self.epoch = 0
         self.timed = timed
+        self.windows = windows
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch's augmentations (call before iterating; DataLoader workers are re-made each epoch)."""
         self.epoch = int(epoch)
 
-    def _finish(self, triplet: np.ndarray, index: int, time: float = 0.5) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def _finish(self, frames: np.ndarray, index: int, time: float = 0.5, valid: bool = False) -> Item:
         if self.augmented:
-            triplet, swapped = augment_timed(triplet, np.random.default_rng([self.seed, self.epoch, index]), self.crop)
+            frames, swapped = augment_timed(frames, np.random.default_rng([self.seed, self.epoch, index]), self.crop)
             time = 1 - time if swapped else time
         else:
-            triplet = centre_crop(triplet, self.crop)
-        if not triplet.flags.writeable:  # a memory-mapped cache row, when the crop is the whole patch
-            triplet = triplet.copy()
+            frames = centre_crop(frames, self.crop)
+        if not frames.flags.writeable:  # a memory-mapped cache row, when the crop is the whole patch
+            frames = frames.copy()
+        if self.windows:
+            return (torch.from_numpy(frames), torch.tensor(time, dtype=torch.float32),
+                    torch.tensor(1.0 if valid else 0.0, dtype=torch.float32))
         if self.timed:
-            return torch.from_numpy(triplet), torch.tensor(time, dtype=torch.float32)
-        return torch.from_numpy(triplet)
+            return torch.from_numpy(frames), torch.tensor(time, dtype=torch.float32)
+        return torch.from_numpy(frames)
 
 
 class TripletDataset(_Augmented):
     """Triplets ``indices`` of a ``PatchCache`` (all when None), cropped and augmented.
 
-    ``augmented=False`` (validation) gives the centre crop, unchanged.
+    ``augmented=False`` (validation) gives the centre crop, unchanged. ``windows=True``
+    reads the cache's five-frame windows (``PatchCache.window``); a version-1 cache has no
+    neighbours, so its items hold copies of frame0 and frame1 and ``valid`` 0.
     """
 
     def __init__(self, cache: PatchCache, indices: Sequence[int] | None = None, crop: int = 128,
-                 augmented: bool = True, seed: int = 0, timed: bool = False) -> None:
-        super().__init__(crop, augmented, seed, timed)
+                 augmented: bool = True, seed: int = 0, timed: bool = False, windows: bool = False) -> None:
+        super().__init__(crop, augmented, seed, timed, windows)
         if crop > cache.size:
             raise InputError(f"crop of {crop} px is larger than the cache's {cache.size} px patches")
         self.cache = cache
@@ -118,8 +153,11 @@ class TripletDataset(_Augmented):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> Item:
         index = int(self.indices[i])
+        if self.windows:
+            frames, valid = self.cache.window(index)
+            return self._finish(np.asarray(frames), index, valid=valid)
         return self._finish(np.asarray(self.cache[index]), index)
 
 
@@ -131,16 +169,19 @@ class SceneDataset(_Augmented):
     ``config.size`` px and are cropped like cache patches. ``photos`` is a folder of images
     or a ``PhotoBank``; rendering is on the CPU (this runs in DataLoader workers).
     ``h264``: the share of scenes that go through a libx264 round trip at a CRF drawn
-    from ``crf`` (``data.codec``), as footage has been: all three frames as one clip, or
-    only the two inputs when the renderer keeps a clean target (``clean_target``).
+    from ``crf`` (``data.codec``), as footage has been: all frames as one clip, or only
+    the inputs when the renderer keeps a clean target (``clean_target``).
+    ``windows``: five frames at t = -1, 0, t, 1, 2, ``valid`` 1 but for the few scenes
+    whose neighbours are degenerate (``synthetic.MAX_ZOOM``); the triplet frames are those of ``windows=False`` (but for the h264
+    round trip, which then codes all five frames as one clip).
     """
 
     def __init__(self, photos: str | Path | object, length: int, crop: int = 128, augmented: bool = True,
                  seed: int = 0, fixed: bool = False, config: object | None = None, timed: bool = False,
-                 h264: float = 0.0, crf: tuple[int, int] = (18, 36)) -> None:
+                 h264: float = 0.0, crf: tuple[int, int] = (18, 36), windows: bool = False) -> None:
         from sepconv_cli.data.synthetic import SceneConfig, SceneRenderer
 
-        super().__init__(crop, augmented, seed, timed)
+        super().__init__(crop, augmented, seed, timed, windows)
         self.h264 = h264
         self.crf = crf
         config = config or SceneConfig()
@@ -155,18 +196,20 @@ class SceneDataset(_Augmented):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> Item:
         scene = i if self.fixed else self.epoch * self.length + i
-        rendered = self.renderer.render([scene], seed=self.seed)
-        triplet = rendered.to_uint8()[0]
+        rendered = self.renderer.render([scene], seed=self.seed, windows=self.windows)
+        frames = rendered.to_uint8()[0]
         if self.h264 > 0:
             from sepconv_cli.data.codec import h264_roundtrip
 
             rng = np.random.default_rng([self.seed, scene, 0x264])
             if rng.random() < self.h264:
-                frames = [0, 2] if self.renderer.config.clean_target else [0, 1, 2]
-                triplet[frames] = h264_roundtrip(triplet[frames], int(rng.integers(self.crf[0], self.crf[1] + 1)))
-        return self._finish(triplet, scene, float(rendered.times[0]))
+                middle = 2 if self.windows else 1
+                coded = [k for k in range(len(frames)) if k != middle or not self.renderer.config.clean_target]
+                frames[coded] = h264_roundtrip(frames[coded], int(rng.integers(self.crf[0], self.crf[1] + 1)))
+        valid = bool(rendered.valid[0]) if self.windows else False
+        return self._finish(frames, scene, float(rendered.times[0]), valid=valid)
 
 
 def split_cache(cache: PatchCache, fraction: float, seed: int = 0, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -210,12 +253,18 @@ class MixedDataset(Dataset):
     The first dataset sets the epoch's length (``len(datasets) * len(first)``); the others
     contribute as many items, and where one is longer its window moves on every epoch
     (``set_epoch``), so over enough epochs all of it is used; where shorter, it repeats.
+    ``windows`` says which items the mixed datasets yield: all must agree, since a batch
+    cannot hold triplets and windows together.
     """
 
-    def __init__(self, datasets: Sequence[Dataset]) -> None:
+    def __init__(self, datasets: Sequence[Dataset], windows: bool = False) -> None:
         if not datasets or any(len(d) == 0 for d in datasets):
             raise InputError("every dataset to mix needs at least one item")
+        odd = [type(d).__name__ for d in datasets if bool(getattr(d, "windows", False)) != windows]
+        if odd:
+            raise ValueError(f"MixedDataset(windows={windows}) cannot mix in {', '.join(odd)} with windows={not windows}")
         self.datasets = list(datasets)
+        self.windows = windows
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -25,7 +25,14 @@ so a window moving 1 px between the outer frames is kept 22 % of the time, 4 px 
 10 px 92 %. At most ``4 * patches`` windows are tried per triplet. The flow is computed
 on a copy of the frames whose long side is at most 256 px (SimpleFlow costs ~4 s for a
 480p pair, ~0.3 s at that size) and scaled back; at that size SimpleFlow's 3-level
-pyramid follows motions up to roughly 40 px at 480p.
+pyramid follows motions up to roughly 40 px at 480p. The selection itself is in
+``selection.py``.
+
+Each kept patch is stored as a five-frame window (cache format version 2): the triplet
+and, at the same window, the frames ``i - s`` and ``i + 3s`` for models that use the
+motion before and after the pair, each replaced by a copy of the adjacent triplet frame
+and flagged where it is missing (the sequence ends) or across a shot cut.
+``SelectionParams(windows=False)`` (``--triplets``) writes version-1 triplets instead.
 
 Everything random comes from a generator seeded with ``(seed, sequence name, triplet
 start)``, and work is written in a fixed order, so the cache bytes depend on the
@@ -37,78 +44,45 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sepconv_cli.data.cache import (
+    BOTH,
     HISTOGRAM_NAME,
     INDEX_NAME,
+    TRIPLET_VERSION,
+    WINDOW_VERSION,
     CacheIndex,
     UnitRecord,
     read_index,
     write_index,
     write_shard,
 )
+from sepconv_cli.data.selection import (  # noqa: F401 - SelectionParams and keep_probability are public here
+    HIST_BIN_PX,
+    HIST_BINS,
+    SelectionParams,
+    UnitResult,
+    UnitTask,
+    hist_bin,
+    keep_probability,
+    process_unit,
+)
 from sepconv_cli.errors import InputError, OutputError
-from sepconv_cli.images import IMAGE_SUFFIXES, read_image
-from sepconv_cli.scenes import DEFAULT_THRESHOLD, CutDetector
+from sepconv_cli.images import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv", ".y4m"}
 )
 
-# Flow-magnitude histogram of the summary: 2-px bins from 0 to 64 px, the last one open.
-HIST_BIN_PX = 2.0
-HIST_BINS = 33
-
 # Called after each finished unit with (triplets done, total triplets or None if unknown).
 Progress = Callable[[int, "int | None"], None]
-
-
-@dataclass(frozen=True)
-class SelectionParams:
-    """Everything that decides which patches end up in the cache (saved in the index).
-
-    ``size``: patch side S in pixels. ``patches``: most patches kept per triplet.
-    ``stride``: frame distance inside a triplet. ``tries_per_patch``: windows tried per
-    wanted patch. ``static_flow`` (px) and ``static_diff`` (grey levels, 0-255): below
-    either a window is static. ``flow_scale`` (px): the 4 px of ``p(m)``.
-    ``flow_side``: long side of the copy SimpleFlow runs on. ``triplets_per_unit``:
-    triplets per unit of work (= per shard; also the resume granularity).
-    """
-
-    size: int = 150
-    patches: int = 20
-    stride: int = 1
-    seed: int = 0
-    tries_per_patch: int = 4
-    static_flow: float = 0.5
-    static_diff: float = 2.0
-    flow_scale: float = 4.0
-    flow_side: int = 256
-    cut_threshold: float = DEFAULT_THRESHOLD
-    triplets_per_unit: int = 16
-
-    def check(self) -> None:
-        if self.size < 8:
-            raise InputError(f"--size must be at least 8 pixels, got {self.size}")
-        if self.patches < 1:
-            raise InputError(f"--patches must be at least 1, got {self.patches}")
-        if self.stride < 1:
-            raise InputError(f"--stride must be at least 1, got {self.stride}")
-        if self.triplets_per_unit < 1 or self.tries_per_patch < 1 or self.flow_side < 16:
-            raise InputError("triplets_per_unit and tries_per_patch must be >= 1 and flow_side >= 16")
-
-
-def keep_probability(mean_flow: float, flow_scale: float = 4.0) -> float:
-    """``p(m) = 1 - exp(-m / flow_scale)``: chance of keeping a non-static window."""
-    return float(1.0 - np.exp(-mean_flow / flow_scale))
 
 
 @dataclass(frozen=True)
@@ -154,163 +128,6 @@ def find_sequences(source: str | Path) -> list[Sequence]:
     if not sequences:
         raise InputError(f"no image sequences or videos found in {source}")
     return sequences
-
-
-# --------------------------------------------------------------------------------------
-# The work of one unit (runs in a worker process)
-
-
-@dataclass
-class UnitTask:
-    """A block of triplet starts of one sequence, with the frames they need.
-
-    ``frames[j]`` is frame ``first + j``: a path to read (image sequences) or an
-    ``(H, W, 3)`` uint8 RGB array (decoded video).
-    """
-
-    number: int
-    sequence: str
-    first: int
-    starts: list[int]
-    frames: list[Any]
-    params: SelectionParams
-
-    @property
-    def key(self) -> str:
-        return f"{self.sequence}:{self.starts[0]}-{self.starts[-1]}"
-
-
-@dataclass
-class UnitResult:
-    number: int
-    key: str
-    triplets: np.ndarray  # (N, 3, 3, S, S) uint8
-    counts: dict[str, int]
-    flow_tried: list[int]
-    flow_kept: list[int]
-    problems: list[str] = field(default_factory=list)
-
-
-def _flow_magnitude(a: np.ndarray, b: np.ndarray, flow_side: int) -> tuple[np.ndarray, float]:
-    """SimpleFlow magnitude from ``a`` to ``b`` on a copy of long side <= ``flow_side``.
-
-    Returns ``(magnitude, scale)``: magnitude (h, w) float64 in full-resolution pixels,
-    and the factor from full-resolution coordinates to the magnitude map's.
-    """
-    import cv2
-
-    h, w = a.shape[:2]
-    scale = min(1.0, flow_side / max(h, w))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
-        b = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
-    # SimpleFlow takes 8-bit 3-channel images; the channel order does not matter to it.
-    flow = cv2.optflow.calcOpticalFlowSF(np.ascontiguousarray(a), np.ascontiguousarray(b), 3, 2, 4)
-    sy, sx = a.shape[0] / h, a.shape[1] / w
-    mag = np.hypot(flow[..., 0] / sx, flow[..., 1] / sy)
-    return mag.astype(np.float64), (sy + sx) / 2
-
-
-def _window_mean(integral: np.ndarray, y0: int, x0: int, y1: int, x1: int) -> float:
-    total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    return float(total / max(1, (y1 - y0) * (x1 - x0)))
-
-
-def _hist_bin(m: float) -> int:
-    return min(HIST_BINS - 1, int(m / HIST_BIN_PX))
-
-
-def process_unit(task: UnitTask) -> UnitResult:
-    """Cut-check every triplet of ``task``, select its patches, return them."""
-    import cv2
-
-    cv2.setNumThreads(1)  # parallelism comes from the worker processes
-    p = task.params
-    S = p.size
-    counts = dict.fromkeys(
-        ("triplets", "cuts", "windows", "static_windows", "no_flow_windows", "patches", "unreadable_triplets",
-         "mixed_size_triplets", "small_triplets"), 0,
-    )
-    tried = [0] * HIST_BINS
-    kept_hist = [0] * HIST_BINS
-    problems: list[str] = []
-    kept: list[np.ndarray] = []
-    loaded: dict[int, np.ndarray | None] = {}
-
-    def frame(i: int) -> np.ndarray | None:
-        if i not in loaded:
-            item = task.frames[i - task.first]
-            if isinstance(item, np.ndarray):
-                loaded[i] = item
-            else:
-                loaded[i] = read_image(item)
-                if loaded[i] is None:
-                    problems.append(f"unreadable image {item}")
-        return loaded[i]
-
-    seq_key = zlib.crc32(task.sequence.encode())
-    for start in task.starts:
-        counts["triplets"] += 1
-        idx = (start, start + p.stride, start + 2 * p.stride)
-        f0, f1, f2 = (frame(i) for i in idx)
-        if f0 is None or f1 is None or f2 is None:
-            counts["unreadable_triplets"] += 1
-            continue
-        if not f0.shape == f1.shape == f2.shape:
-            counts["mixed_size_triplets"] += 1
-            problems.append(
-                f"mixed frame sizes in {task.sequence} (frames {idx[0]}-{idx[2]}: "
-                + ", ".join(f"{f.shape[1]}x{f.shape[0]}" for f in (f0, f1, f2)) + ")"
-            )
-            continue
-        h, w = f0.shape[:2]
-        if h < S or w < S:
-            counts["small_triplets"] += 1
-            continue
-        detect_cut = CutDetector(p.cut_threshold)
-        if detect_cut(f0, f1) or detect_cut(f1, f2):
-            counts["cuts"] += 1
-            continue
-        rng = np.random.default_rng([p.seed, seq_key, start])
-        mag, scale = _flow_magnitude(f0, f2, p.flow_side)
-        # SimpleFlow leaves NaN where it finds no match; average over the rest.
-        finite = np.isfinite(mag)
-        integral = cv2.integral(np.where(finite, mag, 0.0))
-        valid = cv2.integral(finite.astype(np.float64))
-        diff = cv2.integral(np.abs(f0.astype(np.int16) - f2.astype(np.int16)).sum(axis=2).astype(np.float64))
-        n_kept = 0
-        for _ in range(p.tries_per_patch * p.patches):
-            if n_kept >= p.patches:
-                break
-            y = int(rng.integers(0, h - S + 1))
-            x = int(rng.integers(0, w - S + 1))
-            u = rng.random()  # drawn for every window, so choices never shift each other
-            counts["windows"] += 1
-            fy0, fx0 = int(y * scale), int(x * scale)
-            fy1 = max(fy0 + 1, min(mag.shape[0], round((y + S) * scale)))
-            fx1 = max(fx0 + 1, min(mag.shape[1], round((x + S) * scale)))
-            share = _window_mean(valid, fy0, fx0, fy1, fx1)
-            if share < 0.5:  # flow mostly undefined: no basis for a choice
-                counts["no_flow_windows"] += 1
-                continue
-            m = _window_mean(integral, fy0, fx0, fy1, fx1) / share
-            d = _window_mean(diff, y, x, y + S, x + S) / 3.0
-            if m < p.static_flow or d < p.static_diff:
-                counts["static_windows"] += 1
-                continue
-            tried[_hist_bin(m)] += 1
-            if u >= keep_probability(m, p.flow_scale):
-                continue
-            kept_hist[_hist_bin(m)] += 1
-            kept.append(np.stack([f[y : y + S, x : x + S] for f in (f0, f1, f2)]).transpose(0, 3, 1, 2))
-            n_kept += 1
-        counts["patches"] += n_kept
-        # Frames no later triplet of this unit needs can go (video units hold arrays).
-        for i in [i for i in loaded if i < start + 1]:
-            del loaded[i]
-    triplets = np.stack(kept) if kept else np.zeros((0, 3, 3, S, S), np.uint8)
-    return UnitResult(task.number, task.key, triplets, counts, tried, kept_hist, problems)
 
 
 # --------------------------------------------------------------------------------------
@@ -373,8 +190,9 @@ class _Planner:
                     if number in self.done:
                         self.skipped_triplets += len(block)
                     else:
-                        frames = list(seq.paths[block[0] : block[-1] + span + 1])
-                        yield UnitTask(number, seq.name, block[0], block, frames, p)
+                        lo = max(0, block[0] - p.margin)
+                        frames = list(seq.paths[lo : min(n, block[-1] + span + p.margin + 1)])
+                        yield UnitTask(number, seq.name, lo, block, frames, p)
                     number += 1
             else:
                 number = yield from self._video_tasks(seq, number)
@@ -383,23 +201,26 @@ class _Planner:
         from sepconv_cli.video import iter_frames
 
         p = self.params
-        span = 2 * p.stride
-        need = p.triplets_per_unit + span  # frames of a full unit
+        span, per_unit = 2 * p.stride, p.triplets_per_unit
         buffer: deque[np.ndarray] = deque()
-        first = 0  # frame index of buffer[0]
+        base = 0  # frame index of buffer[0]
+        first = 0  # first triplet start of the next unit
         seen = 0
         try:
             for frame in iter_frames(seq.paths[0]):
                 buffer.append(_to_uint8(frame.rgb))
                 seen += 1
-                if len(buffer) == need:
-                    task = self._video_unit(seq, number, buffer, first, p.triplets_per_unit)
+                # A full unit ends with its last triplet's frames and, with windows, the
+                # frame after them; it also keeps ``margin`` frames before its first.
+                if seen == first + per_unit + span + p.margin:
+                    task = self._video_unit(seq, number, buffer, base, first, per_unit)
                     number += 1
                     if task is not None:
                         yield task
-                    for _ in range(p.triplets_per_unit):
+                    first += per_unit
+                    while base < first - p.margin:
                         buffer.popleft()
-                    first += p.triplets_per_unit
+                        base += 1
         except InputError as exc:
             self.counts["unreadable_videos"] += 1
             self.problems.append(f"cannot decode {seq.paths[0]}: {exc}")
@@ -408,19 +229,22 @@ class _Planner:
             self.counts["short_sequences"] += 1
             self.problems.append(f"video {seq.name} has {seen} frame(s), needs {span + 1}")
             return number
-        if len(buffer) > span:
-            task = self._video_unit(seq, number, buffer, first, len(buffer) - span)
+        # The last units lack the frames after them (windows: up to two units lack them).
+        while seen - span > first:
+            task = self._video_unit(seq, number, buffer, base, first, min(per_unit, seen - span - first))
             number += 1
             if task is not None:
                 yield task
+            first += per_unit
         return number
 
-    def _video_unit(self, seq: Sequence, number: int, buffer: deque, first: int, count: int) -> UnitTask | None:
+    def _video_unit(self, seq: Sequence, number: int, buffer: deque, base: int, first: int,
+                    count: int) -> UnitTask | None:
         starts = list(range(first, first + count))
         if number in self.done:
             self.skipped_triplets += count
             return None
-        return UnitTask(number, seq.name, first, starts, list(buffer), self.params)
+        return UnitTask(number, seq.name, base, starts, list(buffer), self.params)
 
 
 def _run_units(tasks: Iterator[UnitTask], workers: int) -> Iterator[UnitResult]:
@@ -458,13 +282,18 @@ class PrepareSummary:
     histogram_png: Path | None
     histogram: dict[str, list[float]] | None = None
     units_done_now: int = 0  # units finished by this run (0: the cache was already complete)
+    version: int = TRIPLET_VERSION  # of the cache's format: 2 = five-frame windows
 
     @property
     def patches(self) -> int:
         return self.counts.get("patches", 0)
 
 
-def _open_cache(out: Path, source: str, kind: str, parameters: dict[str, Any], seed: int, size: int) -> CacheIndex:
+_WHAT = {TRIPLET_VERSION: "triplets", WINDOW_VERSION: "five-frame windows"}
+
+
+def _open_cache(out: Path, source: str, kind: str, parameters: dict[str, Any], seed: int, size: int,
+                version: int) -> CacheIndex:
     """The index to continue: a matching unfinished one, or a fresh one."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder")
@@ -473,6 +302,13 @@ def _open_cache(out: Path, source: str, kind: str, parameters: dict[str, Any], s
             old = read_index(out)
         except InputError as exc:
             raise OutputError(f"{exc}; choose another --out or delete {out}") from None
+        if old.version != version:
+            # Shards of both formats in one folder would be unreadable as either.
+            flag = "add --triplets" if old.version == TRIPLET_VERSION else "leave out --triplets"
+            raise OutputError(
+                f"{out} holds a version-{old.version} cache of {_WHAT[old.version]}, this run writes version "
+                f"{version} ({_WHAT[version]}); {flag} to continue it, or choose another --out or delete it"
+            )
         mine = {"source": source, "kind": kind, "parameters": parameters, "seed": seed, "size": size}
         theirs = {"source": old.source, "kind": old.kind, "parameters": old.parameters, "seed": old.seed, "size": old.size}
         if mine != theirs:
@@ -492,7 +328,7 @@ def _open_cache(out: Path, source: str, kind: str, parameters: dict[str, Any], s
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {out}: {exc.strerror or exc}") from None
-    return CacheIndex(source=source, kind=kind, parameters=parameters, seed=seed, size=size)
+    return CacheIndex(source=source, kind=kind, parameters=parameters, seed=seed, size=size, version=version)
 
 
 def _totals(index: CacheIndex, extra: dict[str, int]) -> dict[str, int]:
@@ -522,8 +358,9 @@ def prepare_frames(
 ) -> PrepareSummary:
     """Fill the patch cache ``out`` from the frames under ``source``; resume if unfinished.
 
-    Raises ``InputError`` for a missing or empty source, ``OutputError`` when ``out``
-    holds something else (another cache's parameters, unrelated files). Skippable
+    Writes five-frame windows (version 2) unless ``params.windows`` is False. Raises
+    ``InputError`` for a missing or empty source, ``OutputError`` when ``out`` holds
+    something else (another cache's parameters or version, unrelated files). Skippable
     problems (short sequences, unreadable images or videos, mixed frame sizes) are
     counted in the summary. If ``progress`` raises (e.g. ``KeyboardInterrupt``), every
     unit finished so far stays in the cache and the next call continues from there.
@@ -532,8 +369,10 @@ def prepare_frames(
     source = Path(source)
     sequences = find_sequences(source)
     out = Path(out)
-    parameters = {k: v for k, v in asdict(params).items() if k != "seed"}
-    index = _open_cache(out, str(source.resolve()), "frames", parameters, params.seed, params.size)
+    # ``windows`` is the index's version, so the parameters read as they did in version 1.
+    parameters = {k: v for k, v in asdict(params).items() if k not in ("seed", "windows")}
+    version = WINDOW_VERSION if params.windows else TRIPLET_VERSION
+    index = _open_cache(out, str(source.resolve()), "frames", parameters, params.seed, params.size, version)
     done = {u.number for u in index.units}
     before = len(done)
     if index.complete:  # nothing left to do: report what is there
@@ -544,11 +383,11 @@ def prepare_frames(
     if progress is not None:
         progress(triplets_done, total)
     for result in _run_units(planner.tasks(), workers):
-        shard = write_shard(out, result.number, result.triplets) if len(result.triplets) else None
+        shard = write_shard(out, result.number, result.patches, result.valid) if len(result.patches) else None
         counts: dict[str, Any] = dict(result.counts)
         counts["flow_tried"] = result.flow_tried
         counts["flow_kept"] = result.flow_kept
-        index.units.append(UnitRecord(result.number, result.key, shard, len(result.triplets), counts, result.problems))
+        index.units.append(UnitRecord(result.number, result.key, shard, len(result.patches), counts, result.problems))
         index.units.sort(key=lambda u: u.number)
         write_index(out, index)
         triplets_done += result.counts["triplets"]
@@ -576,7 +415,7 @@ def _summary_of(out: Path, index: CacheIndex, before: int) -> PrepareSummary:
     png = out / HISTOGRAM_NAME
     return PrepareSummary(
         out, index.source, index.complete, dict(index.counts), before, problems,
-        png if png.exists() else None, index.histogram, len(index.units) - before,
+        png if png.exists() else None, index.histogram, len(index.units) - before, index.version,
     )
 
 
@@ -629,13 +468,16 @@ def prepare_synthetic(
     progress: Progress | None = None,
     scenes_per_unit: int = 256,
     batch: int = 32,
+    windows: bool = True,
 ) -> PrepareSummary:
-    """Render ``count`` synthetic triplets (``synthetic.SceneRenderer``) into the cache ``out``.
+    """Render ``count`` synthetic scenes (``synthetic.SceneRenderer``) into the cache ``out``.
 
     Scene ``i`` is rendered from ``default_rng([seed, i])``, ``scenes_per_unit`` scenes per
     shard; an interrupted run resumes at the first unfinished shard. ``workers`` sets
     torch's CPU threads for the run (rendering is batched tensor work, not processes).
-    ``config`` is a ``SceneConfig`` (its ``size`` is the patch size).
+    ``config`` is a ``SceneConfig`` (its ``size`` is the patch size). ``windows``: five
+    frames at t = -1, 0, 0.5, 1, 2 per scene (version 2; the neighbours always exist),
+    else triplets (version 1); the triplet frames are the same either way.
     """
     import torch
 
@@ -654,7 +496,8 @@ def prepare_synthetic(
     renderer = SceneRenderer(bank, config, device=device)
     out = Path(out)
     parameters = {**renderer.describe(), "count": count, "scenes_per_unit": scenes_per_unit}
-    index = _open_cache(out, str(photos.resolve()), "synthetic", parameters, seed, config.size)
+    version = WINDOW_VERSION if windows else TRIPLET_VERSION
+    index = _open_cache(out, str(photos.resolve()), "synthetic", parameters, seed, config.size, version)
     before = len(index.units)
     if index.complete:
         return _summary_of(out, index, before)
@@ -670,22 +513,14 @@ def prepare_synthetic(
         for number, scenes in units:
             if number in done:
                 continue
-            parts, largest = [], []
-            for b in range(scenes.start, scenes.stop, batch):
-                rendered = renderer.render(range(b, min(scenes.stop, b + batch)), seed)
-                parts.append(rendered.to_uint8())
-                largest.extend(float(m) for m in rendered.motion)
-            triplets = np.concatenate(parts)
-            shard = write_shard(out, number, triplets)
-            hist = [0] * HIST_BINS
-            for m in largest:
-                hist[_hist_bin(m)] += 1
-            counts: dict[str, Any] = {"scenes": len(triplets), "motion_hist": hist}
+            patches, valid, hist = _render_unit(renderer, scenes, seed, batch, windows)
+            shard = write_shard(out, number, patches, valid)
+            counts: dict[str, Any] = {"scenes": len(patches), "motion_hist": hist}
             key = f"synthetic:{scenes.start}-{scenes.stop - 1}"
-            index.units.append(UnitRecord(number, key, shard, len(triplets), counts))
+            index.units.append(UnitRecord(number, key, shard, len(patches), counts))
             index.units.sort(key=lambda u: u.number)
             write_index(out, index)
-            finished += len(triplets)
+            finished += len(patches)
             if progress is not None:
                 progress(finished, count)
     finally:
@@ -697,3 +532,18 @@ def prepare_synthetic(
     index.complete = True
     write_index(out, index)
     return _summary_of(out, index, before)
+
+
+def _render_unit(renderer: Any, scenes: range, seed: int, batch: int,
+                 windows: bool) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+    """The unit's frames, uint8 (N, 3 or 5, 3, S, S), their neighbour flags (windows
+    only) and the histogram of their largest motions."""
+    parts, flags, hist = [], [], [0] * HIST_BINS
+    for b in range(scenes.start, scenes.stop, batch):
+        rendered = renderer.render(range(b, min(scenes.stop, b + batch)), seed, windows=windows)
+        parts.append(rendered.to_uint8())
+        if windows:
+            flags.append(np.where(rendered.valid.numpy(), BOTH, 0).astype(np.uint8))
+        for m in rendered.motion:
+            hist[hist_bin(float(m))] += 1
+    return np.concatenate(parts), np.concatenate(flags) if windows else None, hist

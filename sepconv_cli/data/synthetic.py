@@ -6,6 +6,8 @@ another photograph, cut out with a random soft-edged blob, and moved by its own
 translation, rotation and zoom; later layers occlude earlier ones. The three frames at
 t = 0, 0.5 and 1 are rendered from the same motion model, so the middle frame is the
 true intermediate frame, not a blend, and occluded/disoccluded areas are correct.
+``render(..., windows=True)`` adds the neighbours t = -1 and 2 from the same model; the
+triplet frames stay exactly those of ``windows=False``.
 
 Motion of a layer with pivot ``o`` (the canvas centre for the camera, the object centre
 for a foreground layer), for a reference point ``q`` (its position at t = 0):
@@ -13,8 +15,11 @@ for a foreground layer), for a reference point ``q`` (its position at t = 0):
     p(t) = o + T(t) + P_t( exp(s1 t) R(theta1 t) (q - o) ),   T(t) = d t + 4 b t (1 - t)
 
 ``P_t`` is a perspective division with coefficients growing linearly in t (camera only).
-``b`` bends the path (curved or accelerating motion) in about half the layers, so the
-middle frame is not always where linear interpolation would put it. The parameters are
+``b`` bends the path (curved or accelerating motion: a constant acceleration -8 b) in
+about half the layers, so the middle frame is not always where linear interpolation
+would put it; every layer turns (theta1) a random share of its motion (all of it for the
+15 % that only rotate and zoom). It holds for any t: the neighbours continue the path,
+acceleration and turn. The parameters are
 scaled so the largest displacement of the layer between t = 0 and t = 1 equals a target
 drawn as ``max_motion * u**1.5`` (u uniform): magnitudes spread from 0 to ``max_motion``
 (40 px at 150 px by default), small motions more frequent; ``static_fraction`` of the
@@ -44,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sepconv_cli.data.degradations import gaussian_blur, jpeg_like
 from sepconv_cli.errors import InputError
 from sepconv_cli.images import IMAGE_SUFFIXES, read_image
 
@@ -263,6 +269,8 @@ class _Scene:
     jpeg: float  # JPEG quality 1..100 (0 = none)
     motion: float  # largest target displacement over the layers, px
     time: float = 0.5  # time of the middle frame
+    times: tuple[float, ...] = TIMES  # of the T frames: 0, time, 1 [, -1, 2 with windows]
+    steady: bool = True  # no layer's size changes by more than ``MAX_ZOOM`` per interval
 
 
 def scene_time(seed: int, index: int, cfg: SceneConfig) -> float:
@@ -277,9 +285,18 @@ def scene_time(seed: int, index: int, cfg: SceneConfig) -> float:
     return 0.5 if rng.random() < 0.4 else float(rng.uniform(0.05, 0.95))
 
 
+NEIGHBOUR_TIMES = (-1.0, 2.0)  # the frames one input interval before and after the pair
+# Scaling a motion to its target saturates for a small shrinking layer (it cannot move its
+# points further than its radius): its zoom grows until it is a point by t = 1 and would
+# cover the frame at t = -1. Such scenes' neighbours (~2 % at the defaults) are flagged.
+MAX_ZOOM = 2.0
+
+
 def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: SceneConfig,
-                  middle: float = 0.5) -> _Scene:
-    times = (0.0, middle, 1.0)
+                  middle: float = 0.5, windows: bool = False) -> _Scene:
+    """Scene parameters at the times (0, middle, 1), and with ``windows`` also at
+    ``NEIGHBOUR_TIMES`` (after them on the time axis): the same random numbers either way."""
+    times = (0.0, middle, 1.0) + (NEIGHBOUR_TIMES if windows else ())
     S = cfg.size
     L = cfg.max_layers + 1
     half = (S - 1) / 2
@@ -289,11 +306,11 @@ def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: Scene
     static_scene = rng.random() < cfg.static_fraction
     n_fg = int(rng.integers(1, cfg.max_layers + 1))
     photo = np.full(L, -1)
-    to_photo = np.tile(np.eye(3), (L, len(TIMES), 1, 1))
-    to_local = np.tile(np.eye(3), (L, len(TIMES), 1, 1))
+    to_photo = np.tile(np.eye(3), (L, len(times), 1, 1))
+    to_local = np.tile(np.eye(3), (L, len(times), 1, 1))
     flow = np.tile(np.eye(3), (L, 1, 1))
     shape = np.zeros((L, 2 + 2 * HARMONICS))
-    largest = 0.0
+    largest, steady = 0.0, True
     for layer in range(1 + n_fg):
         camera = layer == 0
         photo[layer] = int(rng.integers(n_photos))
@@ -321,24 +338,38 @@ def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: Scene
         motion = _sample_motion(rng, pivot, points, target, rng.random() < cfg.nonlinear_fraction,
                                 camera, extent)
         largest = max(largest, target)
-        # Texture placement: local coords -> photo pixels (scale, rotation, mirror, centre).
-        k = rng.uniform(0.6, 1.2)
-        phi = rng.uniform(0, 2 * np.pi)
-        mirror = 1.0 if rng.random() < 0.5 else -1.0
-        reach = min(side / 2, k * (radius * 1.5 + cfg.max_motion) + 2)
-        centre = rng.uniform(reach, side - reach, size=2) if side - 2 * reach > 0 else np.full(2, side / 2)
-        c, s = np.cos(phi), np.sin(phi)
-        place = np.array([[k * c * mirror, -k * s, centre[0] - 0.5],
-                          [k * s * mirror, k * c, centre[1] - 0.5],
-                          [0.0, 0.0, 1.0]])
+        steady = steady and abs(float(motion["zoom"])) <= np.log(MAX_ZOOM)
+        place = _texture_placement(rng, radius, cfg.max_motion, side)
         local = np.array([[1.0, 0, -pivot[0]], [0, 1.0, -pivot[1]], [0, 0, 1.0]])
         for ti, t in enumerate(times):
             inv = np.linalg.inv(_motion_matrix(t=t, **motion))
             to_local[layer, ti] = local @ inv
             to_photo[layer, ti] = place @ local @ inv
         flow[layer] = _motion_matrix(t=1.0, **motion)
+    gain, noise, blur, jpeg = _sample_effects(rng, cfg, times)
+    return _Scene(photo, to_photo, to_local, shape, flow, gain, noise, blur, jpeg, largest, middle, times, steady)
+
+
+def _texture_placement(rng: np.random.Generator, radius: float, max_motion: float, side: int) -> np.ndarray:
+    """Layer-local coordinates -> photo pixels: scale, rotation, mirror, centre."""
+    k = rng.uniform(0.6, 1.2)
+    phi = rng.uniform(0, 2 * np.pi)
+    mirror = 1.0 if rng.random() < 0.5 else -1.0
+    # Room for the motion between t = 0 and 1; beyond (the neighbours at -1 and 2) a
+    # layer may reach past its photo, which is then mirrored (``_reflect``).
+    reach = min(side / 2, k * (radius * 1.5 + max_motion) + 2)
+    centre = rng.uniform(reach, side - reach, size=2) if side - 2 * reach > 0 else np.full(2, side / 2)
+    c, s = np.cos(phi), np.sin(phi)
+    return np.array([[k * c * mirror, -k * s, centre[0] - 0.5],
+                     [k * s * mirror, k * c, centre[1] - 0.5],
+                     [0.0, 0.0, 1.0]])
+
+
+def _sample_effects(rng: np.random.Generator, cfg: SceneConfig,
+                    times: tuple[float, ...]) -> tuple[np.ndarray, float, float, float]:
+    """(gain per frame, noise sigma, blur sigma, JPEG quality) of one scene; 0 = none."""
     effects = cfg.effects
-    gain = np.ones(len(TIMES))
+    gain = np.ones(len(times))
     if effects and rng.random() < cfg.p_brightness:
         change = rng.uniform(-0.1, 0.1)
         gain = 1.0 + change * np.array(times)
@@ -347,7 +378,7 @@ def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: Scene
     noise = rng.uniform(0.5, 3.0) / 255 if effects and rng.random() < cfg.p_noise else 0.0
     blur = rng.uniform(0.4, 1.2) if effects and rng.random() < cfg.p_blur else 0.0
     jpeg = float(rng.integers(30, 96)) if effects and rng.random() < cfg.p_jpeg else 0.0
-    return _Scene(photo, to_photo, to_local, shape, flow, gain, noise, blur, jpeg, largest, middle)
+    return gain, noise, blur, jpeg
 
 
 # --------------------------------------------------------------------------------------
@@ -358,28 +389,38 @@ def _sample_scene(rng: np.random.Generator, n_photos: int, side: int, cfg: Scene
 class Scenes:
     """A rendered batch.
 
-    ``frames``: (B, 3, 3, S, S) float32 in [0, 1], frames t = 0, ``times``, 1, RGB.
+    ``frames``: (B, 3, 3, S, S) float32 in [0, 1], frames t = 0, ``times``, 1, RGB; with
+    windows (B, 5, 3, S, S), frames t = -1, 0, ``times``, 1, 2.
     ``flow``: (B, 2, S, S) float32, true displacement (x, y) in px from t = 0 to t = 1 of
     the front-most layer at each pixel of frame 0. ``motion``: (B,) largest target
     displacement of any layer (px). ``times``: (B,) time of each middle frame.
+    ``valid``: (B,) bool, with windows only: False where the neighbour frames are not
+    usable (a layer zooms by more than ``MAX_ZOOM`` per interval).
     """
 
     frames: torch.Tensor
     flow: torch.Tensor
     motion: torch.Tensor
     times: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+
+    @property
+    def windows(self) -> bool:
+        """True when ``frames`` holds five-frame windows."""
+        return self.frames.shape[1] == 5
 
     def to_uint8(self) -> np.ndarray:
-        """Frames as a (B, 3, 3, S, S) uint8 numpy array (for the patch cache)."""
+        """Frames as a (B, 3 or 5, 3, S, S) uint8 numpy array (for the patch cache)."""
         return self.frames.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
 
 
 class SceneRenderer:
-    """Renders synthetic triplets from a ``PhotoBank``.
+    """Renders synthetic triplets (or five-frame windows) from a ``PhotoBank``.
 
     >>> renderer = SceneRenderer(PhotoBank.from_folder("photos"), SceneConfig(), device="cuda")
     >>> batch = renderer.render(range(16), seed=0)     # scenes 0..15
     >>> batch.frames.shape                              # (16, 3, 3, 150, 150)
+    >>> renderer.render(range(16), seed=0, windows=True).frames.shape   # (16, 5, 3, 150, 150)
     """
 
     def __init__(self, photos: PhotoBank | str | Path, config: SceneConfig = SceneConfig(),
@@ -407,45 +448,72 @@ class SceneRenderer:
         return {**asdict(self.config), "photos": len(self.photos), "photos_fingerprint": self.photos.fingerprint,
                 "photo_side": self._side}
 
-    def scene_parameters(self, index: int, seed: int) -> _Scene:
+    def scene_parameters(self, index: int, seed: int, windows: bool = False) -> _Scene:
+        """The numbers ``render`` draws for scene ``index`` (its times: 0, t, 1 [, -1, 2])."""
         rng = np.random.default_rng([seed, index])
-        return _sample_scene(rng, len(self.photos), self._side, self.config, scene_time(seed, index, self.config))
+        return _sample_scene(rng, len(self.photos), self._side, self.config, scene_time(seed, index, self.config),
+                             windows)
 
     @torch.no_grad()
-    def render(self, indices: Iterable[int], seed: int = 0) -> Scenes:
-        """Render scenes ``indices`` of the stream ``seed``; see ``Scenes``."""
-        cfg = self.config
-        S, dev = cfg.size, self.device
+    def render(self, indices: Iterable[int], seed: int = 0, windows: bool = False) -> Scenes:
+        """Render scenes ``indices`` of the stream ``seed``; see ``Scenes``.
+
+        ``windows``: five frames at t = -1, 0, t, 1, 2 instead of three (and ``valid``). The
+        triplet frames are rendered apart from the neighbours, by exactly the computation
+        they get without windows, so they are bit for bit the same.
+        """
+        cfg, S = self.config, self.config.size
         scenes, noises, ids = [], [], []
         for i in indices:
             ids.append(int(i))
             rng = np.random.default_rng([seed, int(i)])
-            sc = _sample_scene(rng, len(self.photos), self._side, cfg, scene_time(seed, int(i), cfg))
+            sc = _sample_scene(rng, len(self.photos), self._side, cfg, scene_time(seed, int(i), cfg), windows)
             scenes.append(sc)
-            noises.append(rng.standard_normal((len(TIMES), 3, S, S), dtype=np.float32) * sc.noise
+            # One draw for all frames: its first three are the triplet's noise without windows.
+            noises.append(rng.standard_normal((len(sc.times), 3, S, S), dtype=np.float32) * sc.noise
                           if sc.noise > 0 else None)
         if not scenes:
             raise ValueError("no scene indices given")
-        B, L, T = len(scenes), cfg.max_layers + 1, len(TIMES)
-        N = S * S
+        triplet = slice(0, len(TIMES))
+        out, alpha = self._composite(ids, scenes, seed, triplet)
+        flow = self._flow(scenes, alpha)
+        out = self._degrade(out, scenes, noises, triplet, [0, 2] if cfg.clean_target else [0, 1, 2])
+        if windows:
+            outer = slice(len(TIMES), len(TIMES) + len(NEIGHBOUR_TIMES))
+            neighbours = self._degrade(self._composite(ids, scenes, seed, outer)[0], scenes, noises, outer, [0, 1])
+            out = torch.cat([neighbours[:, :1], out, neighbours[:, 1:]], 1)
+        motion = torch.tensor([s.motion for s in scenes], dtype=torch.float32)
+        times = torch.tensor([s.time for s in scenes], dtype=torch.float32)
+        valid = torch.tensor([s.steady for s in scenes]) if windows else None
+        return Scenes(out.clamp_(0, 1), flow, motion, times, valid)
+
+    def _apply(self, H: torch.Tensor) -> torch.Tensor:
+        """Homographies (..., 3, 3) applied to every canvas pixel: (..., S*S, 2)."""
+        q = H.reshape(-1, 3, 3) @ self._pix.T  # (M, 3, N)
+        q = (q[:, :2] / q[:, 2:3]).transpose(1, 2)
+        return q.reshape(*H.shape[:-2], self._pix.shape[0], 2)
+
+    def _composite(self, ids: list[int], scenes: list[_Scene], seed: int,
+                   slots: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layers composited at the scenes' times ``slots``: frames (B, T, 3, S, S) and
+        the foreground layers' alpha (B, L-1, T, 1, S, S)."""
+        cfg = self.config
+        S, dev = cfg.size, self.device
+        B, L = len(scenes), cfg.max_layers + 1
+        T = len(scenes[0].times[slots])
         f32 = torch.float32
         photo = torch.as_tensor(np.stack([s.photo for s in scenes]), device=dev)  # (B, L)
-        to_photo = torch.as_tensor(np.stack([s.to_photo for s in scenes]), dtype=f32, device=dev)
-        to_local = torch.as_tensor(np.stack([s.to_local for s in scenes])[:, 1:], dtype=f32, device=dev)
+        to_photo = torch.as_tensor(np.stack([s.to_photo[:, slots] for s in scenes]), dtype=f32, device=dev)
+        to_local = torch.as_tensor(np.stack([s.to_local[:, slots] for s in scenes])[:, 1:], dtype=f32, device=dev)
         shape = torch.as_tensor(np.stack([s.shape for s in scenes])[:, 1:], dtype=f32, device=dev)
-
-        def apply(H: torch.Tensor) -> torch.Tensor:  # (..., 3, 3) -> (..., S*S, 2)
-            q = H.reshape(-1, 3, 3) @ self._pix.T  # (M, 3, N)
-            q = (q[:, :2] / q[:, 2:3]).transpose(1, 2)
-            return q.reshape(*H.shape[:-2], N, 2)
 
         # Colour: the bank is an atlas of photos stacked vertically, one 2-D grid_sample.
         # Coordinates are reflected inside the layer's own photo first, so bilinear
         # filtering never reads a neighbouring photo.
         side = self._side
-        xy = apply(to_photo)  # photo pixel coords (pixel centres at integers)
+        xy = self._apply(to_photo)  # photo pixel coords (pixel centres at integers)
         if cfg.p_elastic > 0:
-            xy = xy + self._elastic(ids, scenes, seed)
+            xy = xy + self._elastic(ids, scenes, seed, slots)
         xy = _reflect(xy, side - 1.0)
         y_atlas = xy[..., 1] + (photo.clamp(min=0) * side).to(f32)[:, :, None, None]
         grid = torch.stack([xy[..., 0] * (2.0 / (side - 1)) - 1, y_atlas * (2.0 / (self._atlas_h - 1)) - 1], -1)
@@ -455,7 +523,7 @@ class SceneRenderer:
 
         # Alpha: soft blob in each foreground layer's own (moving) coordinates,
         # r(phi) = R (1 + sum_k a_k cos(k phi + c_k)), ramp of width `softness` px.
-        loc = apply(to_local)  # (B, L-1, T, N, 2)
+        loc = self._apply(to_local)  # (B, L-1, T, N, 2)
         rho = torch.sqrt(loc[..., 0] ** 2 + loc[..., 1] ** 2)
         ang = torch.atan2(loc[..., 1], loc[..., 0])
         k = torch.arange(1, HARMONICS + 1, device=dev, dtype=f32)
@@ -472,27 +540,26 @@ class SceneRenderer:
         for layer in range(1, L):
             a = alpha[:, layer - 1]
             out = out * (1 - a) + colour[:, layer] * a
+        return out, alpha
 
-        # Ground-truth flow of the front-most layer at t = 0.
-        M = torch.as_tensor(np.stack([s.flow for s in scenes]), dtype=f32, device=dev)  # (B, L, 3, 3)
-        flow_l = apply(M) - self._pix[:, :2]  # (B, L, N, 2)
+    def _flow(self, scenes: list[_Scene], alpha: torch.Tensor) -> torch.Tensor:
+        """Ground-truth flow t = 0 -> 1 of the front-most layer at t = 0 (alpha's first slot)."""
+        B, L, S, N = len(scenes), self.config.max_layers + 1, self.config.size, self.config.size**2
+        M = torch.as_tensor(np.stack([s.flow for s in scenes]), dtype=torch.float32, device=self.device)  # (B, L, 3, 3)
+        flow_l = self._apply(M) - self._pix[:, :2]  # (B, L, N, 2)
         a0 = alpha[:, :, 0].reshape(B, L - 1, N)
-        front = torch.zeros(B, N, dtype=torch.long, device=dev)
+        front = torch.zeros(B, N, dtype=torch.long, device=self.device)
         for layer in range(1, L):
             front = torch.where(a0[:, layer - 1] >= 0.5, torch.full_like(front, layer), front)
         flow = torch.gather(flow_l, 1, front[:, None, :, None].expand(B, 1, N, 2))[:, 0]
-        flow = flow.reshape(B, S, S, 2).permute(0, 3, 1, 2).contiguous()
+        return flow.reshape(B, S, S, 2).permute(0, 3, 1, 2).contiguous()
 
-        out = self._degrade(out, scenes, noises)
-        motion = torch.tensor([s.motion for s in scenes], dtype=torch.float32)
-        times = torch.tensor([s.time for s in scenes], dtype=torch.float32)
-        return Scenes(out.clamp_(0, 1), flow, motion, times)
-
-    def _elastic(self, ids: list[int], scenes: list[_Scene], seed: int) -> torch.Tensor:
-        """Per-layer displacements (B, L, T, S*S, 2) in photo pixels; zero at t = 0."""
+    def _elastic(self, ids: list[int], scenes: list[_Scene], seed: int, slots: slice) -> torch.Tensor:
+        """Per-layer displacements (B, L, T, S*S, 2) in photo pixels at the times ``slots``;
+        zero at t = 0. The oscillation is a function of t, so it holds at -1 and 2 too."""
         cfg = self.config
         S, L = cfg.size, cfg.max_layers + 1
-        out = torch.zeros(len(ids), L, len(TIMES), S * S, 2, device=self.device)
+        out = torch.zeros(len(ids), L, len(scenes[0].times[slots]), S * S, 2, device=self.device)
         for b, (index, scene) in enumerate(zip(ids, scenes)):
             # A stream of its own, so scenes without deformation stay exactly as they were.
             rng = np.random.default_rng([seed, index, 0xE1A5])
@@ -502,25 +569,26 @@ class SceneRenderer:
             field = F.interpolate(control, size=(S, S), mode="bicubic", align_corners=True).to(self.device)
             frequency = rng.uniform(0.3, 1.2, L)
             phase = rng.uniform(0, 2 * np.pi, L)
-            for ti, t in enumerate((0.0, scene.time, 1.0)):
+            for ti, t in enumerate(scene.times[slots]):
                 swing = torch.as_tensor(np.sin(2 * np.pi * frequency * t + phase) - np.sin(phase), dtype=torch.float32)
                 out[b, :, ti] = (field * swing.to(self.device)[:, None, None, None]).permute(0, 2, 3, 1).reshape(L, S * S, 2)
         return out
 
-    def _degrade(self, frames: torch.Tensor, scenes: list[_Scene], noises: list[np.ndarray | None]) -> torch.Tensor:
-        """Brightness, blur, noise, JPEG, each only on the scenes that drew it."""
+    def _degrade(self, frames: torch.Tensor, scenes: list[_Scene], noises: list[np.ndarray | None],
+                 slots: slice, inputs: list[int]) -> torch.Tensor:
+        """Brightness, blur, noise, JPEG on the frames of times ``slots``, each only on the
+        scenes that drew it; noise and JPEG only on the frames ``inputs`` of them."""
         dev = frames.device
-        gain = torch.as_tensor(np.stack([s.gain for s in scenes]), dtype=torch.float32, device=dev)
+        gain = torch.as_tensor(np.stack([s.gain[slots] for s in scenes]), dtype=torch.float32, device=dev)
         frames = frames * gain[:, :, None, None, None]
         for b, s in enumerate(scenes):
             x = frames[b]
             if s.blur > 0:
-                x = _gaussian_blur(x, s.blur)
-            inputs = [0, 2] if self.config.clean_target else [0, 1, 2]
+                x = gaussian_blur(x, s.blur)
             if noises[b] is not None:
-                x[inputs] = x[inputs] + torch.from_numpy(noises[b][inputs]).to(dev)
+                x[inputs] = x[inputs] + torch.from_numpy(noises[b][slots][inputs]).to(dev)
             if s.jpeg > 0:
-                x[inputs] = _jpeg_like(x[inputs].clamp(0, 1), s.jpeg)
+                x[inputs] = jpeg_like(x[inputs].clamp(0, 1), s.jpeg)
             frames[b] = x
         return frames
 
@@ -530,60 +598,3 @@ def _reflect(x: torch.Tensor, top: float) -> torch.Tensor:
     period = 2 * top
     x = torch.remainder(x, period)
     return torch.where(x > top, period - x, x)
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with reflected borders."""
-    r = max(1, int(np.ceil(2.5 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    n, c, h, w = x.shape
-    y = x.reshape(n * c, 1, h, w)
-    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
-    return y.reshape(n, c, h, w)
-
-
-# JPEG's standard (Annex K) quantisation tables for luma and chroma.
-_Q_LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-           14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-           49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
-_Q_CHROMA = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-             47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
-
-
-def _jpeg_like(x: torch.Tensor, quality: float) -> torch.Tensor:
-    """JPEG's lossy step on (N, 3, H, W) RGB in [0, 1]: YCbCr, 8x8 DCT, quantise, back.
-
-    No chroma subsampling and no entropy coding (lossless anyway); enough to produce the
-    blocking and ringing a network sees in compressed footage.
-    """
-    dev = x.device
-    n, _, h, w = x.shape
-    q = quality
-    scale = 5000 / q if q < 50 else 200 - 2 * q
-    tables = []
-    for base in (_Q_LUMA, _Q_CHROMA, _Q_CHROMA):
-        t = torch.tensor(base, dtype=torch.float32, device=dev).view(8, 8)
-        tables.append(((t * scale + 50) // 100).clamp(min=1))
-    Q = torch.stack(tables)  # (3, 8, 8)
-    m = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
-                     dtype=torch.float32, device=dev)
-    ycc = torch.einsum("ij,njhw->nihw", m, x * 255)
-    ycc[:, 0] -= 128
-    ph, pw = (-h) % 8, (-w) % 8
-    ycc = F.pad(ycc, (0, pw, 0, ph), mode="replicate")
-    H, W = h + ph, w + pw
-    blocks = ycc.reshape(n, 3, H // 8, 8, W // 8, 8).permute(0, 1, 2, 4, 3, 5)  # (n, 3, by, bx, 8, 8)
-    i = torch.arange(8, dtype=torch.float32, device=dev)
-    D = torch.cos((2 * i[None, :] + 1) * i[:, None] * np.pi / 16) * torch.where(i == 0, np.sqrt(1 / 8), np.sqrt(2 / 8))[:, None]
-    coef = D @ blocks @ D.T
-    Qb = Q[None, :, None, None]
-    coef = torch.round(coef / Qb) * Qb
-    blocks = D.T @ coef @ D
-    ycc = blocks.permute(0, 1, 2, 4, 3, 5).reshape(n, 3, H, W)[:, :, :h, :w]
-    ycc[:, 0] += 128
-    inv = torch.linalg.inv(m)
-    rgb = torch.einsum("ij,njhw->nihw", inv, ycc) / 255
-    return rgb.clamp(0, 1)
