@@ -199,3 +199,29 @@ def test_the_engine_passes_neighbours_through_padding_and_tiles() -> None:
     assert (tiled.at(frame0, frame1, 0.5, around) - steered).abs().amax() < 2e-3
     off = Surroundings(before, after, torch.ones(1), torch.ones(1), torch.zeros(1))
     assert torch.equal(whole.at(frame0, frame1, 0.5, off), linear)
+
+
+def test_eval_hands_neighbours_only_from_given_frames_and_never_across_a_cut(tmp_path) -> None:
+    from sepconv_cli.evaluation.benchmarks import _video_thirds, _video_triplets
+    from sepconv_cli.video import FrameReader
+    from tests.media import make_video
+
+    src = make_video(tmp_path / "in.mkv", frames=16, cut_at=8, audio=False, codec="ffv1", pix_fmt="yuv444p")
+    with FrameReader(src) as reader:
+        frames = [f.rgb for f in reader]
+    triplets = list(_video_triplets("clip", src, 2, None))
+    assert [t.frame for t in triplets] == [str(k) for k in range(1, 15, 2)]
+    for item in triplets:
+        k = int(item.frame)  # truth k, inputs k-1 and k+1, neighbours k-3 and k+3 (even: never scored)
+        expect_before = k - 3 >= 0 and not (k - 3 < 8 <= k - 1)
+        expect_after = k + 3 < 16 and not (k + 1 < 8 <= k + 3)
+        assert (item.before is not None) == expect_before, k
+        assert (item.after is not None) == expect_after, k
+        if item.before is not None:
+            assert np.array_equal(item.before, frames[k - 3])
+        if item.after is not None:
+            assert np.array_equal(item.after, frames[k + 3])
+    thirds = list(_video_thirds("clip", src))
+    assert [t.frame for t in thirds] == [str(k) for k in range(1, 15) if k % 3]
+    inner = [t for t in thirds if t.frame in ("4", "5")]  # inputs 3 and 6, neighbours 0 and 9 (9 is past the cut)
+    assert all(t.before is not None and np.array_equal(t.before, frames[0]) and t.after is None for t in inner)

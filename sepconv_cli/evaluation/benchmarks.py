@@ -97,6 +97,10 @@ class Triplet:
     second: np.ndarray
     truth: np.ndarray
     t: float = 0.5
+    # The given frames one interval before ``first`` and after ``second`` (four-frame
+    # motion), None where the protocol has none: an end, a shot cut, or a frame scored.
+    before: np.ndarray | None = None
+    after: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -292,40 +296,76 @@ def _video_triplets(
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
         return rgb
 
+    def given(j: int) -> bool:  # a frame no triplet scores (a method may see it)
+        return (j - 1) % period != 0
+
     held: dict[int, np.ndarray] = {}
+    waiting: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (first index, first, second, truth)
     try:
         with FrameReader(path) as reader:
             for frame in reader:
                 i = frame.index
-                if not any(i >= d and (i - d) % period == 0 for d in (0, 1, 2)):
+                if not any(i >= d and (i - d) % period == 0 for d in (0, 1, 2)) and not given(i):
                     continue  # not part of any triplet: decoded, never converted
-                held = {j: image for j, image in held.items() if j >= i - 2}
+                held = {j: image for j, image in held.items() if j >= i - 6}
                 held[i] = prepare(frame.rgb)
+                # A triplet waits for the frame after its second input (two frames on).
+                while waiting and waiting[0][0] + 4 <= i:
+                    yield _with_neighbours(sample, str(waiting[0][0] + 1), *waiting.pop(0), held, given)
                 if i >= 2 and (i - 2) % period == 0 and i - 1 in held and i - 2 in held:
-                    yield Triplet(sample, str(i - 1), held[i - 2], held[i], held[i - 1])
+                    waiting.append((i - 2, held[i - 2], held[i], held[i - 1]))
+            for entry in waiting:
+                yield _with_neighbours(sample, str(entry[0] + 1), *entry, held, given)
     except InputError as exc:
         yield Skip(sample, str(exc))
+
+
+def _with_neighbours(sample: str, name: str, start: int, first: np.ndarray, second: np.ndarray, truth: np.ndarray,
+                     held: dict[int, np.ndarray], given: Callable[[int], bool], step: int = 2,
+                     t: float = 0.5) -> Triplet:
+    """The triplet of inputs ``start`` and ``start + step``, with the given frames one step
+    outside them where they exist in the same shot."""
+    from sepconv_cli.scenes import is_cut
+
+    before, after = held.get(start - step), held.get(start + 2 * step)
+    if before is not None and (not given(start - step) or before.shape != first.shape or is_cut(before, first)):
+        before = None
+    if after is not None and (not given(start + 2 * step) or after.shape != second.shape or is_cut(second, after)):
+        after = None
+    return Triplet(sample, name, first, second, truth, t, before, after)
 
 
 THIRDS = (1 / 3, 2 / 3)
 
 
 def _video_thirds(sample: str, path: Path) -> Iterator[Triplet | Skip]:
-    """Frames 3k+1 (t = 1/3) and 3k+2 (t = 2/3) of a video, each from frames 3k and 3k+3."""
+    """Frames 3k+1 (t = 1/3) and 3k+2 (t = 2/3) of a video, each from frames 3k and 3k+3
+    (with frames 3k−3 and 3k+6 around them, for four-frame motion)."""
     from sepconv_cli.video import FrameReader
 
-    held: list[np.ndarray] = []
+    def given(j: int) -> bool:
+        return j % 3 == 0
+
+    held: dict[int, np.ndarray] = {}
+    waiting: list[int] = []  # first indices of groups whose frame 3k+6 has not come yet
+
+    def group(start: int) -> Iterator[Triplet]:
+        for k, t in zip((1, 2), THIRDS):
+            yield _with_neighbours(sample, str(start + k), start, held[start], held[start + 3], held[start + k],
+                                   held, given, step=3, t=t)
+
     try:
         with FrameReader(path) as reader:
             for frame in reader:
-                held.append(_to_uint8(frame.rgb))
-                if frame.index % 3:
-                    continue
-                if len(held) == 4:
-                    i = frame.index - 3
-                    for k, t in zip((1, 2), THIRDS):
-                        yield Triplet(sample, str(i + k), held[0], held[3], held[k], t=t)
-                held = held[-1:]  # frame 3k starts the next group
+                i = frame.index
+                held[i] = _to_uint8(frame.rgb)
+                held = {j: image for j, image in held.items() if j >= i - 9}
+                while waiting and waiting[0] + 6 <= i:
+                    yield from group(waiting.pop(0))
+                if given(i) and i >= 3 and all(j in held for j in range(i - 3, i)):
+                    waiting.append(i - 3)
+            for start in waiting:
+                yield from group(start)
     except InputError as exc:
         yield Skip(sample, str(exc))
 

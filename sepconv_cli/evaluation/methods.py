@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from sepconv_cli.errors import SepconvError
+from sepconv_cli.flow import Surroundings
 
 __all__ = [
     "BASELINES",
@@ -101,6 +102,9 @@ class Method:
 
     name: str = "method"
     any_time: bool = False
+    # True: also called with ``before=`` and ``after=``, the given frames one interval
+    # outside the pair (or None), for four-frame motion.
+    takes_neighbours: bool = False
 
     def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
         raise NotImplementedError
@@ -227,16 +231,25 @@ class ModelMethod(Method):
         self.tta = tta
         self.model = model or name
         self.any_time = bool(getattr(interpolator, "any_time", False))
+        self.takes_neighbours = bool(getattr(interpolator, "wants_neighbours", False))
         self.weights: Path | None = None  # the file the network came from, where there is one
 
-    def _predict(self, a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    def _predict(self, a: torch.Tensor, b: torch.Tensor, t: float, around: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        if around is not None:
+            n = a.shape[0]
+            ones = torch.ones(n)
+            return self.interpolator.at(a, b, t, Surroundings(around[0], around[1], ones, ones, ones))
         # The midpoint keeps its own call, so interpolators without ``at`` still work there.
         return self.interpolator.midpoint(a, b) if t == 0.5 else self.interpolator.at(a, b, t)
 
-    def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
+    def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5,
+                 before: np.ndarray | None = None, after: np.ndarray | None = None) -> np.ndarray:
         a, b = _to_tensor(first), _to_tensor(second)
+        around = None
+        if self.takes_neighbours and before is not None and after is not None:
+            around = (_to_tensor(before), _to_tensor(after))
         if not self.tta:
-            prediction = self._predict(a, b, t)[0]
+            prediction = self._predict(a, b, t, around)[0]
         else:
             total = torch.zeros(a.shape[1:], dtype=torch.float64)
             # Transforms with an even number of quarter turns keep the frame's shape, the
@@ -244,7 +257,8 @@ class ModelMethod(Method):
             for group in ((0, 2, 4, 6), (1, 3, 5, 7)):
                 batch_a = torch.cat([dihedral(a, i) for i in group])
                 batch_b = torch.cat([dihedral(b, i) for i in group])
-                out = self._predict(batch_a, batch_b, t)
+                turned = None if around is None else tuple(torch.cat([dihedral(x, i) for i in group]) for x in around)
+                out = self._predict(batch_a, batch_b, t, turned)
                 for k, i in enumerate(group):
                     total += dihedral(out[k : k + 1], i, inverse=True)[0].double()
             prediction = total / 8

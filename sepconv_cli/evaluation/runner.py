@@ -301,11 +301,12 @@ def run_evaluation(
                                      done, total))
                     # Two arguments at the midpoint, so that predictors written before t existed still run there.
                     args = (item.first, item.second) if item.t == 0.5 else (item.first, item.second, item.t)
+                    extra = {"before": item.before, "after": item.after} if getattr(method, "takes_neighbours", False) else {}
                     if method.name not in warm:
-                        method(*args)  # the warm-up call, not timed
+                        method(*args, **extra)  # the warm-up call, not timed
                         warm.add(method.name)
                     started = time.perf_counter()
-                    prediction = method(*args)
+                    prediction = method(*args, **extra)
                     seconds = time.perf_counter() - started
                     value, similarity = score(prediction, item.truth)
                     result.frames.append(FrameScore(dataset.benchmark, item.sample, item.frame, method.name, value, similarity,
