@@ -56,11 +56,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sepconv_cli import __version__
 from sepconv_cli.engine import GPU_SECTION
-from sepconv_cli.data.dataset import MixedDataset, SceneDataset, TripletDataset, split_cache, to_frames
+from sepconv_cli.data.dataset import MixedDataset, SceneDataset, TripletDataset, split_cache, to_frames, to_window_frames
 from sepconv_cli.errors import DeviceError, InputError, OutputError, SepconvError, WeightsError
+from sepconv_cli.flow import Neighbours, neighbour_flows
 from sepconv_cli.losses import Objective, build_objective, default_losses
 from sepconv_cli.metrics import psnr, ssim
-from sepconv_cli.models.registry import MODELS, build_model, load_weights, model_config, save_weights
+from sepconv_cli.models.registry import MODELS, build_model, load_weights, model_config, save_weights, widened
 from sepconv_cli.serialization import load_code_free
 
 CHECKPOINT_FORMAT = "sepconv-checkpoint"
@@ -532,17 +533,52 @@ def _finite(value: Any) -> bool:
 
 
 def split_batch(batch: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A loader's batch as (triplets, middle times or None): timed datasets yield pairs."""
+    """A loader's batch as (frames, middle times or None): timed datasets yield pairs,
+    window datasets triples (frames, times, neighbours valid)."""
     if isinstance(batch, (list, tuple)):
         return batch[0], batch[1]
     return batch, None
 
 
-def run_model(model: nn.Module, frame1: torch.Tensor, frame2: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
-    """The middle frame; models that take any time get the batch's times (0.5 when None)."""
+@dataclass
+class Inputs:
+    """A batch as the network takes it: the pair, the frame to predict, its times, and
+    (window batches: five frames each) the flows to the frames around the pair."""
+
+    frame1: torch.Tensor
+    middle: torch.Tensor
+    frame2: torch.Tensor
+    times: torch.Tensor | None
+    neighbours: Neighbours | None = None
+
+
+def batch_inputs(batch: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...], device: torch.device | str,
+                 channels_last: bool = False) -> Inputs:
+    """``Inputs`` of a loader batch; for windows [before, frame 0, middle, frame 1, after]
+    the DIS flows F(0→before) and F(1→after) are computed here, on the crops, for the rows
+    whose neighbours exist (the others get zeros and the network's linear motion)."""
+    frames, times = split_batch(batch)
+    if frames.shape[1] == 3:
+        frame1, middle, frame2 = to_frames(frames, device, channels_last)
+        return Inputs(frame1, middle, frame2, times)
+    before, frame1, middle, frame2, after = to_window_frames(frames, device, channels_last)
+    valid = batch[2].to(device).float()  # type: ignore[index]
+    f0m, f12 = torch.zeros_like(frame1[:, :2]), torch.zeros_like(frame1[:, :2])
+    rows = valid.nonzero().flatten()
+    if rows.numel():
+        found = neighbour_flows(before[rows], frame1[rows], frame2[rows], after[rows])
+        f0m[rows], f12[rows] = found.f0m, found.f12
+    return Inputs(frame1, middle, frame2, times, Neighbours(f0m, f12, valid=valid))
+
+
+def run_model(model: nn.Module, frame1: torch.Tensor, frame2: torch.Tensor, times: torch.Tensor | None,
+              neighbours: Neighbours | None = None) -> torch.Tensor:
+    """The middle frame; models that take any time get the batch's times (0.5 when None),
+    and four-frame models the neighbours."""
     core = getattr(model, "module", model)  # DDP wraps the network
     if getattr(core, "any_time", False):
-        return model(frame1, frame2, t=0.5 if times is None else times.to(frame1.device))
+        extra = {"neighbours": neighbours} if neighbours is not None else {}
+        return model(frame1, frame2, t=0.5 if times is None else times.to(frame1.device), **extra)
     return model(frame1, frame2)
 
 
@@ -553,9 +589,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, channel
     model.eval()
     scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": [], "l1": []}
     for batch in loader:
-        batch, times = split_batch(batch)
-        frame1, middle, frame2 = to_frames(batch, device, channels_last)
-        prediction = run_model(model, frame1, frame2, times).float().clamp(0, 1).mul(255).round().div(255)
+        x = batch_inputs(batch, device, channels_last)
+        middle = x.middle
+        prediction = run_model(model, x.frame1, x.frame2, x.times, x.neighbours).float().clamp(0, 1).mul(255).round().div(255)
         scores["psnr"].append(psnr(prediction, middle).clamp(max=100).float().cpu())
         scores["ssim"].append(ssim(prediction, middle).float().cpu())
         scores["l1"].append((prediction - middle).abs().flatten(1).mean(1).cpu())
@@ -569,11 +605,10 @@ def predict_samples(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, 
     """(N, 3, 3, S, S) uint8 triplets → N arrays (4, S, S, 3) uint8: frame 0, frame 1, prediction, truth."""
     was_training = model.training
     model.eval()
-    batch, times = split_batch(batch)
-    frame1, middle, frame2 = to_frames(batch, device)
-    prediction = run_model(model, frame1, frame2, times).float()
+    x = batch_inputs(batch, device)
+    prediction = run_model(model, x.frame1, x.frame2, x.times, x.neighbours).float()
     model.train(was_training)
-    stack = torch.stack([frame1, frame2, prediction, middle], 1)  # (N, 4, 3, S, S)
+    stack = torch.stack([x.frame1, x.frame2, prediction, x.middle], 1)  # (N, 4, 3, S, S)
     images = stack.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
     return list(images)
 
@@ -662,8 +697,13 @@ class Trainer:
         torch.manual_seed(c.seed)
         if c.init and not self.resume:
             network = load_weights(c.init, model=c.model)
-            if c.model_config and any(model_config(network).get(k) != _plain(v) for k, v in c.model_config.items()):
-                raise InputError(f"--model-config differs from the configuration stored in {c.init}")
+            changes = {k: _plain(v) for k, v in c.model_config.items()}
+            if changes and any(model_config(network).get(k) != v for k, v in changes.items()):
+                # A change that keeps what the network computes (new inputs at zero weight) is a start, not a clash.
+                grown = widened(network, changes)
+                if grown is None:
+                    raise InputError(f"--model-config differs from the configuration stored in {c.init}")
+                network = grown
         else:
             try:
                 network = build_model(c.model, c.model_config)
@@ -692,6 +732,8 @@ class Trainer:
     def _setup_data(self) -> None:
         c = self.config
         timed = bool(getattr(self.network, "any_time", False))
+        # Four-frame models learn from windows: the frames around each pair come along.
+        windows = bool(getattr(getattr(self.network, "config", None), "quadratic", False))
         if c.synthetic:
             from sepconv_cli.data.synthetic import SceneConfig
 
@@ -702,18 +744,18 @@ class Trainer:
                 raise InputError(f"--crop {c.crop} is larger than the {scenes.size} px scenes (--scene-size)")
             self.data_description = f"procedural scenes from {c.synthetic}"
             self.train_set: Dataset = SceneDataset(c.synthetic, c.scenes_per_epoch, c.crop, seed=c.seed, config=scenes,
-                                                   timed=timed, h264=c.h264)
+                                                   timed=timed, h264=c.h264, windows=windows)
             self.val_set: Dataset | None = (SceneDataset(c.synthetic, c.val_scenes, c.crop, augmented=False,
                                                          seed=c.seed + 1, fixed=True, config=scenes, timed=timed,
-                                                         h264=c.h264) if c.val_scenes > 0 else None)
+                                                         h264=c.h264, windows=windows) if c.val_scenes > 0 else None)
         if c.synthetic and c.data:
             from sepconv_cli.data.cache import PatchCache
 
             cache = PatchCache(c.data)
             if cache.size < c.crop:
                 raise InputError(f"patch cache {c.data} holds {cache.size} px patches, smaller than --crop {c.crop}")
-            footage = TripletDataset(cache, None, c.crop, seed=c.seed, timed=timed)
-            self.train_set = MixedDataset([self.train_set, footage])
+            footage = TripletDataset(cache, None, c.crop, seed=c.seed, timed=timed, windows=windows)
+            self.train_set = MixedDataset([self.train_set, footage], windows=windows)
             self.data_description += f" mixed with patch cache {c.data} ({len(cache)} triplets)"
         elif c.synthetic:
             pass
@@ -729,14 +771,14 @@ class Trainer:
                 self.note(f"{root} is incomplete (an interrupted 'sepconv prepare'); training on its {len(cache)} triplets")
             train_idx, val_idx = split_cache(cache, c.val_fraction, c.seed, c.val_max)
             self.data_description = f"patch cache {root} ({len(cache)} triplets of {cache.size} px)"
-            self.train_set = TripletDataset(cache, train_idx, c.crop, seed=c.seed)
-            self.val_set = TripletDataset(cache, val_idx, c.crop, augmented=False) if len(val_idx) else None
+            self.train_set = TripletDataset(cache, train_idx, c.crop, seed=c.seed, windows=windows)
+            self.val_set = TripletDataset(cache, val_idx, c.crop, augmented=False, windows=windows) if len(val_idx) else None
         if c.val_data:
             from sepconv_cli.data.cache import PatchCache
 
             held_out = PatchCache(c.val_data)
             crop = held_out.size - held_out.size % self.network.stride
-            self.val_set = TripletDataset(held_out, None, crop, augmented=False, timed=timed)
+            self.val_set = TripletDataset(held_out, None, crop, augmented=False, timed=timed, windows=windows)
             self.data_description += f"; validated on patch cache {c.val_data} ({len(held_out)} triplets)"
         self.sampler = EpochSampler(self.train_set, self.env.world, self.env.rank, c.seed)
         self.steps_per_epoch = self.sampler.num_samples // self.per_rank
@@ -874,16 +916,22 @@ class Trainer:
 
     def _train_step(self, batch: torch.Tensor) -> torch.Tensor:
         self._warm_up()
-        batch, times = split_batch(batch)
-        frame1, middle, frame2 = to_frames(batch, self.device, self.channels_last)
+        x = batch_inputs(batch, self.device, self.channels_last)
+        frame1, middle, frame2, times = x.frame1, x.middle, x.frame2, x.times
         with self._autocast():
             if self.objective.needs_flipped:
                 # One forward pass over both temporal orders (DDP allows one forward per backward).
                 both_times = None if times is None else torch.cat([times, 1 - times])
-                both = run_model(self.model, torch.cat([frame1, frame2]), torch.cat([frame2, frame1]), both_times)
+                both_around = None
+                if x.neighbours is not None:  # reversed in time, the frame after becomes the one before
+                    n = x.neighbours
+                    both_around = Neighbours(torch.cat([n.f0m, n.f12]), torch.cat([n.f12, n.f0m]),
+                                             valid=torch.cat([n.valid, n.valid]))
+                both = run_model(self.model, torch.cat([frame1, frame2]), torch.cat([frame2, frame1]), both_times,
+                                 both_around)
                 prediction, flipped = both.chunk(2)
             else:
-                prediction, flipped = run_model(self.model, frame1, frame2, times), None
+                prediction, flipped = run_model(self.model, frame1, frame2, times, x.neighbours), None
             total, terms = self.objective(prediction, middle, flipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()

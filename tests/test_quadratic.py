@@ -225,3 +225,39 @@ def test_eval_hands_neighbours_only_from_given_frames_and_never_across_a_cut(tmp
     assert [t.frame for t in thirds] == [str(k) for k in range(1, 15) if k % 3]
     inner = [t for t in thirds if t.frame in ("4", "5")]  # inputs 3 and 6, neighbours 0 and 9 (9 is past the cut)
     assert all(t.before is not None and np.array_equal(t.before, frames[0]) and t.after is None for t in inner)
+
+
+# -- training: windows in, the widened start scores what the linear weights scored ---------
+
+
+def test_a_quadratic_run_widened_from_linear_weights_starts_where_they_were_and_trains_on_windows(tmp_path) -> None:
+    import json
+
+    from sepconv_cli.data.prepare import SelectionParams, prepare_frames
+    from tests.test_prepare import write_sequence
+    from sepconv_cli.models.registry import save_weights
+    from sepconv_cli.training import TrainConfig, train
+    from tests.media import texture
+
+    frames = [texture(k, 96, 72) for k in range(9)]
+    write_sequence(tmp_path / "seqs" / "pan", frames, ".png")
+    params = SelectionParams(patches=2, size=64, static_flow=0.0, static_diff=0.0)
+    prepare_frames(tmp_path / "seqs", tmp_path / "cache", params)
+    torch.manual_seed(0)
+    linear = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8)))
+    torch.nn.init.normal_(linear.head.weight, std=0.02)
+    save_weights(linear, tmp_path / "linear.pt")
+    common = dict(model="flowsep", data=str(tmp_path / "cache"), val_data=str(tmp_path / "cache"), crop=48,
+                  batch_size=2, workers=0, epochs=None, log_every=1, samples=0, validate_init=True,
+                  init=str(tmp_path / "linear.pt"))
+    train(TrainConfig(**common, max_steps=1, lr=1e-12), tmp_path / "linear-run")
+    train(TrainConfig(**common, model_config={"quadratic": True}, max_steps=3, optimizer="adam", warmup_steps=2),
+          tmp_path / "quadratic-run")
+
+    def start(run: str) -> float:
+        rows = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return next(r["psnr"] for r in rows if r["kind"] == "val" and r["step"] == 0)
+
+    assert start("quadratic-run") == start("linear-run")
+    trained = load_weights(tmp_path / "quadratic-run" / "weights.pt")
+    assert trained.config.quadratic and trained.head.weight[-2:].abs().sum() > 0  # α learned something

@@ -143,6 +143,20 @@ def load_weights(path: str | Path, *, model: str | None = None) -> nn.Module:
     return network
 
 
+def widened(network: nn.Module, changes: dict[str, Any]) -> nn.Module | None:
+    """``network`` grown by ``changes`` to its config where that keeps what it computes
+    (today: a linear FlowSep made quadratic, its new weights at zero); None for any other change."""
+    config = model_config(network)
+    differing = {k: v for k, v in changes.items() if config.get(k) != v}
+    if not isinstance(network, FlowSep) or set(differing) != {"quadratic"} or not differing["quadratic"]:
+        return None
+    from sepconv_cli.models.flowsep import widen_state_dict
+
+    grown = build_model("flowsep", {**config, "quadratic": True})
+    grown.load_state_dict(widen_state_dict(network.state_dict(), grown))
+    return grown
+
+
 def weights_dir() -> Path:
     """Where default weights live: ``$SEPCONV_WEIGHTS_DIR``, else the checkout's ``weights/``."""
     import os
