@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from sepconv_cli.video import Frame
+from sepconv_cli.video_types import Frame
 
 __all__ = [
     "AUTO",

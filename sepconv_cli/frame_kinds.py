@@ -15,7 +15,7 @@ import av
 import av.error
 
 if TYPE_CHECKING:
-    from sepconv_cli.video import VideoInfo
+    from sepconv_cli.video_types import VideoInfo
 
 __all__ = ["deinterlaced", "field_order", "has_alpha", "input_warnings"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sepconv_cli.flow import Surroundings
-from sepconv_cli.video import Frame
+from sepconv_cli.video_types import Frame
 
 # Neighbours farther than this many pair intervals (or closer than its inverse) break the
 # constant-acceleration fit more often than they help; the pair then uses linear motion.

@@ -109,15 +109,14 @@ from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
 from sepconv_cli.timespan import Cut, TimeSpan
 from sepconv_cli.video import (
     PIPE_FORMATS,
-    Frame,
     FrameReader,
     Pipe,
     PipeReader,
-    VideoInfo,
     VideoWarning,
     VideoWriter,
     probe,
 )
+from sepconv_cli.video_types import Frame, VideoInfo
 
 __all__ = [
     "FRAME_COUNT_NOTE",

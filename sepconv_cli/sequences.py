@@ -35,7 +35,8 @@ import numpy as np
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.images import IMAGE_SUFFIXES
 from sepconv_cli.timespan import SpanError, TimeSpan
-from sepconv_cli.video import Frame, VideoInfo, VideoWarning
+from sepconv_cli.video import VideoWarning
+from sepconv_cli.video_types import Frame, VideoInfo
 
 __all__ = [
     "DEFAULT_INPUT_RATE",

@@ -25,7 +25,7 @@ import av.error
 from sepconv_cli.errors import InputError
 
 if TYPE_CHECKING:
-    from sepconv_cli.video import VideoInfo
+    from sepconv_cli.video_types import VideoInfo
 
 __all__ = ["Cut", "SpanError", "TimeSpan", "parse_time", "seek_before", "span_info", "span_window"]
 

@@ -28,7 +28,7 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,10 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from sepconv_cli.errors import InputError, OutputError
 from sepconv_cli.frame_kinds import deinterlaced, field_order, has_alpha, input_warnings
 from sepconv_cli.timespan import Cut, SpanError, TimeSpan, seek_before, span_info, span_window
+# Frame and VideoInfo live in video_types, below frame_kinds and timespan, which need
+# VideoInfo too; imported here so that `from sepconv_cli.video import Frame, VideoInfo`
+# keeps working for library users (the project's own modules import video_types).
+from sepconv_cli.video_types import Frame, VideoInfo, is_full_range_fmt
 
 __all__ = [
     "Frame",
@@ -64,18 +68,9 @@ class VideoWarning(UserWarning):
     """Something in a video was skipped, dropped or re-encoded; the output is still usable."""
 
 
-# AVColorSpace (stream/frame matrix tag) -> swscale matrix name.
-_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
-_RANGE_NAMES = {0: "unspecified", 1: "tv", 2: "pc"}
 _SWS_FLAGS = (
     Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
 )
-# Where 4:2:0 chroma samples sit, by source codec. PyAV does not expose the stream's
-# chroma location, so it is inferred from the codec's convention (the decoders of these
-# codecs report it so) and written to the output explicitly: otherwise a lossless
-# re-encode in a codec with another default (FFV1, JPEG) would shift the chroma.
-_CHROMA_LEFT = {"h264", "hevc", "vvc", "mpeg2video", "mpeg4", "h263", "vc1", "wmv3"}
-_CHROMA_CENTER = {"mjpeg", "mpeg1video", "theora"}
 # y4m's chroma tags (the decoder's reading of them; a bare "C420" is JPEG's siting).
 _Y4M_CHROMA = {b"420jpeg": "center", b"420": "center", b"420mpeg2": "left", b"420paldv": "topleft"}
 # Codecs that encode 4:2:0 at odd sizes. is known to reject 4:2:0 at odd sizes in the common encoders.
@@ -94,10 +89,6 @@ def _bit_depth(pix_fmt: str | None) -> int:
     return 8 if bits <= 8 else 10 if bits <= 10 else 12 if bits <= 12 else 16
 
 
-def _is_full_range_fmt(pix_fmt: str | None) -> bool:
-    return bool(pix_fmt) and pix_fmt.startswith("yuvj")
-
-
 def _is_rgb_fmt(pix_fmt: str | None) -> bool:
     if not pix_fmt:
         return False
@@ -105,94 +96,6 @@ def _is_rgb_fmt(pix_fmt: str | None) -> bool:
         return av.VideoFormat(pix_fmt).is_rgb
     except (ValueError, av.error.FFmpegError):
         return False
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What ``probe`` learns about a file's first video stream (and the file's other streams).
-
-    ``frame_rate`` is the stream's average rate (``Fraction(0)`` when unknown);
-    ``frames`` and ``duration`` (seconds) are ``None`` when the container does not say.
-    Colour tags are FFmpeg's enum values (0 or 2 = unspecified): ``color_range``
-    (1 = tv/limited, 2 = pc/full), ``colorspace`` (the YUV matrix, e.g. 1 = BT.709,
-    6 = BT.601), ``color_primaries`` and ``color_trc`` (transfer). ``rotation`` is the
-    display-matrix rotation in degrees, counter-clockwise (0 when absent).
-    ``field_order``: ``"progressive"``, or for interlaced video which field comes first
-    (``"tt"``, ``"bb"``, ``"tb"``, ``"bt"``, as FFmpeg names them; ``"interlaced"`` when the
-    frames say so but not the order). ``alpha``: the stream carries transparency (a
-    ``yuva``/``rgba`` pixel format, or VP9's alpha in Matroska/WebM).
-    """
-
-    path: Path
-    width: int
-    height: int
-    frame_rate: Fraction
-    time_base: Fraction
-    frames: int | None
-    duration: float | None
-    pix_fmt: str
-    bit_depth: int
-    codec: str
-    color_range: int = 0
-    colorspace: int = 2
-    color_primaries: int = 2
-    color_trc: int = 2
-    rotation: int = 0
-    audio_streams: int = 0
-    subtitle_streams: int = 0
-    start_time: Fraction = Fraction(0)
-    chroma_siting: str | None = None  # as the file states it (a y4m header); else the codec's convention
-    field_order: str = "progressive"
-    alpha: bool = False
-
-    @property
-    def interlaced(self) -> bool:
-        return self.field_order != "progressive"
-
-    @property
-    def chroma_location(self) -> str | None:
-        """Where subsampled chroma sits ("left", "center", "topleft"), as the file states it or
-        from the codec's convention; None if unknown."""
-        if self.chroma_siting:
-            return self.chroma_siting
-        if self.codec in _CHROMA_LEFT:
-            return "left"
-        if self.codec in _CHROMA_CENTER:
-            return "center"
-        return None
-
-    @property
-    def matrix(self) -> str:
-        """The swscale matrix used for YUV<->RGB (the tag, or the size-based guess)."""
-        if self.colorspace in _MATRIX:
-            return _MATRIX[self.colorspace]
-        return "ITU709" if self.height >= 720 or self.width >= 1280 else "ITU601"
-
-    @property
-    def full_range(self) -> bool:
-        """True when the YUV samples use the full (pc/jpeg) range."""
-        return self.color_range == 2 or (self.color_range == 0 and _is_full_range_fmt(self.pix_fmt))
-
-    @property
-    def range_name(self) -> str:
-        return _RANGE_NAMES.get(self.color_range, str(self.color_range))
-
-
-@dataclass
-class Frame:
-    """One decoded frame: ``rgb`` is ``(H, W, 3)`` uint8 for 8-bit video, uint16 (full
-    0..65535 scale, i.e. rgb48) for deeper video; ``pts`` is in seconds (exact);
-    ``timestamp`` is the same instant in the stream's ``time_base`` units; ``duration``
-    in those units when the container says (else ``None``); ``index`` counts the frames
-    yielded, from 0. ``source`` is the decoded PyAV frame, which ``VideoWriter`` can
-    re-encode without the RGB round trip."""
-
-    rgb: np.ndarray
-    pts: Fraction
-    index: int
-    timestamp: int = 0
-    duration: int | None = None
-    source: Any = field(default=None, repr=False, compare=False)
 
 
 def _open_input(path: str | Path) -> av.container.InputContainer:
@@ -429,7 +332,7 @@ class FrameReader:
             height=info.height,
             format="rgb48le" if self.deep else "rgb24",
             src_colorspace=info.matrix,
-            src_color_range="JPEG" if (info.full_range or _is_full_range_fmt(frame.format.name)) else "MPEG",
+            src_color_range="JPEG" if (info.full_range or is_full_range_fmt(frame.format.name)) else "MPEG",
             dst_color_range="JPEG",
             interpolation=_SWS_FLAGS,
         )
@@ -1166,7 +1069,7 @@ class VideoWriter:
         t = self.template
         yuv_range = "JPEG" if self.full_range else "MPEG"
         if isinstance(image, av.VideoFrame):
-            src_range = "JPEG" if (t.full_range or _is_full_range_fmt(image.format.name)) else "MPEG"
+            src_range = "JPEG" if (t.full_range or is_full_range_fmt(image.format.name)) else "MPEG"
             frame = self._reformatter.reformat(
                 image,
                 width=t.width,

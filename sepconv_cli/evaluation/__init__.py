@@ -9,8 +9,10 @@
 Benchmarks other than ``video-thirds`` predict midpoints; ``video-thirds`` predicts at
 t = 1/3 and 2/3 (``Triplet.t``), and ``result.per_time()`` splits its scores by t.
 
-See ``benchmarks`` for the dataset layouts and protocols, ``methods`` for the
-baselines and self-ensembling, and ``runner`` for exactly how scores are computed.
+See ``benchmarks`` for the dataset layouts and protocols, ``method`` for the base every
+method derives from, ``methods`` for the baselines, self-ensembling and
+``build_methods``, ``rife`` for the RIFE peer, and ``runner`` for exactly how scores are
+computed.
 """
 
 from sepconv_cli.evaluation.benchmarks import (
@@ -23,11 +25,11 @@ from sepconv_cli.evaluation.benchmarks import (
     default_root,
     open_benchmark,
 )
+from sepconv_cli.evaluation.method import Method
 from sepconv_cli.evaluation.methods import (
     BASELINES,
     DEFAULT_MODEL,
     PEERS,
-    Method,
     ModelMethod,
     build_methods,
     default_methods,

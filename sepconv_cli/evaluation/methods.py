@@ -62,7 +62,13 @@ import numpy as np
 import torch
 
 from sepconv_cli.errors import SepconvError
+# Method, to_uint8 and to_tensor live in evaluation.method, so that rife can use them without
+# importing this module (which builds rife methods); they stay importable from here, for
+# code written against this module.
+from sepconv_cli.evaluation.method import Method, to_tensor, to_uint8
 from sepconv_cli.flow import Surroundings
+
+_to_tensor = to_tensor  # its name here before it moved and became public
 
 __all__ = [
     "BASELINES",
@@ -77,6 +83,7 @@ __all__ = [
     "build_methods",
     "default_methods",
     "dihedral",
+    "to_tensor",
     "to_uint8",
 ]
 
@@ -86,28 +93,6 @@ BASELINES: tuple[str, ...] = ("dup", "blend", "flow", "minterpolate")
 PEERS: tuple[str, ...] = ("rife",)
 # Scored by default beside the baselines when its shipped weights exist.
 DEFAULT_MODEL = "flowsep"
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Round 0..255 values to 8 bits (half to even), clipped."""
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
-
-
-class Method:
-    """An in-between frame predictor: ``(H, W, 3)`` uint8 ×2 and t in [0, 1] → ``(H, W, 3)`` uint8.
-
-    ``any_time`` False (the default, for predictors written before t existed): only
-    called with two frames, for the midpoint, and left out of any-time protocols.
-    """
-
-    name: str = "method"
-    any_time: bool = False
-    # True: also called with ``before=`` and ``after=``, the given frames one interval
-    # outside the pair (or None), for four-frame motion.
-    takes_neighbours: bool = False
-
-    def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
-        raise NotImplementedError
 
 
 class Duplicate(Method):
@@ -127,11 +112,6 @@ class Blend(Method):
         return to_uint8(np.float32(1 - t) * first.astype(np.float32) + np.float32(t) * second.astype(np.float32))
 
 
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 → ``(1, 3, H, W)`` float32 in [0, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div_(255)
-
-
 class FlowInterpolation(Method):
     """Bidirectional DIS flow warped to time t: ``sepconv_cli.flow.baseline``, the rule in
     the module docstring, and the prior the flowsep model starts from."""
@@ -142,7 +122,7 @@ class FlowInterpolation(Method):
     def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
         from sepconv_cli.flow import baseline
 
-        return to_uint8(baseline(_to_tensor(first), _to_tensor(second), t)[0].permute(1, 2, 0).mul(255).numpy())
+        return to_uint8(baseline(to_tensor(first), to_tensor(second), t)[0].permute(1, 2, 0).mul(255).numpy())
 
 
 class MInterpolate(Method):
@@ -244,10 +224,10 @@ class ModelMethod(Method):
 
     def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5,
                  before: np.ndarray | None = None, after: np.ndarray | None = None) -> np.ndarray:
-        a, b = _to_tensor(first), _to_tensor(second)
+        a, b = to_tensor(first), to_tensor(second)
         around = None
         if self.takes_neighbours and before is not None and after is not None:
-            around = (_to_tensor(before), _to_tensor(after))
+            around = (to_tensor(before), to_tensor(after))
         if not self.tta:
             prediction = self._predict(a, b, t, around)[0]
         else:

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sepconv_cli.errors import WeightsError
-from sepconv_cli.evaluation.methods import Method, _to_tensor, to_uint8
+from sepconv_cli.evaluation.method import Method, to_tensor, to_uint8
 
 __all__ = ["INSTALL", "PAD", "SCALES", "IFBlock", "IFNet", "RifeInterpolation", "load_ifnet", "weights_path"]
 
@@ -199,7 +199,7 @@ class RifeInterpolation(Method):
         self.network = load_ifnet().to(self.device)
 
     def __call__(self, first: np.ndarray, second: np.ndarray, t: float = 0.5) -> np.ndarray:
-        a, b = _to_tensor(first).to(self.device), _to_tensor(second).to(self.device)
+        a, b = to_tensor(first).to(self.device), to_tensor(second).to(self.device)
         with torch.inference_mode():
             out = self.network.interpolate(a, b, t)
         return to_uint8(out[0].permute(1, 2, 0).mul(255).cpu().numpy())

@@ -51,7 +51,7 @@ import numpy as np
 
 from sepconv_cli.errors import InputError, OutputError, SepconvError
 from sepconv_cli.evaluation.benchmarks import Dataset, Skip
-from sepconv_cli.evaluation.methods import Method
+from sepconv_cli.evaluation.method import Method
 from sepconv_cli.metrics import frame_psnr, frame_ssim
 
 __all__ = [

@@ -1,0 +1,156 @@
+"""The shape of the package: no import cycles among its modules, and files of a readable size.
+
+A cycle makes the import order matter (whichever module is imported first sees the other
+half-initialised) and leaves no module that can be read, or tested, without the
+rest of the cycle; so every import counts, including ones inside functions and under
+``TYPE_CHECKING``, since an import moved inside a function still ties the two
+modules together. The graph is read from the source with ``ast``: nothing is imported,
+so the test runs without torch or PyAV doing any work.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = "sepconv_cli"
+ROOT = Path(__file__).resolve().parent.parent / PACKAGE
+MAX_LINES = 600
+# Modules at the bottom floor: what they may import from the package (nothing above them).
+BOTTOM = {
+    "sepconv_cli.errors": set(),
+    "sepconv_cli.video_types": {"sepconv_cli.errors"},
+    "sepconv_cli.evaluation.method": {"sepconv_cli.errors"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(ROOT.rglob("*.py"))}
+
+
+def _base(name: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module a ``from ... import`` names, relative levels resolved."""
+    if not node.level:
+        return node.module or ""
+    # A package's __init__ is its own level-1 anchor; a plain module's is its package.
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    anchor = package[: len(package) - (node.level - 1)]
+    return ".".join([*anchor, node.module] if node.module else anchor)
+
+
+def imports(name: str, path: Path, known: set[str]) -> Iterator[str]:
+    """The package's modules that ``name`` imports anywhere in its source.
+
+    ``from pkg import sub`` counts as an import of ``pkg.sub`` when that is a module
+    (not of ``pkg``: every package's ``__init__`` importing its own modules would
+    otherwise be a cycle with each of them); a name that is not a module counts as
+    an import of the module it comes from.
+    """
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names if alias.name in known)
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            base = _base(name, path, node)
+            for alias in node.names:
+                if f"{base}.{alias.name}" in known:
+                    yield f"{base}.{alias.name}"
+                elif base in known:
+                    yield base
+
+
+def import_graph() -> dict[str, set[str]]:
+    found = modules()
+    known = set(found)
+    return {name: set(imports(name, path, known)) - {name} for name, path in found.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or None: a depth-first search that stops at
+    the first edge back to a module still on its path."""
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start in done:
+            continue
+        path, on_path = [start], {start}
+        stack = [iter(sorted(graph[start]))]
+        while stack:
+            target = next(stack[-1], None)
+            if target is None:
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                stack.pop()
+            elif target in on_path:
+                return [*path[path.index(target):], target]
+            elif target not in done:
+                path.append(target)
+                on_path.add(target)
+                stack.append(iter(sorted(graph[target])))
+    return None
+
+
+def all_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """A cycle through each tangle of modules: found, then one of its edges dropped, until none
+    is left, so that one failure lists every cycle to untie, not only the first."""
+    graph = {name: set(targets) for name, targets in graph.items()}
+    cycles = []
+    while (cycle := find_cycle(graph)) is not None:
+        cycles.append(cycle)
+        graph[cycle[-2]].discard(cycle[-1])
+    return cycles
+
+
+def test_the_checker_finds_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e2"}, "e2": {"e"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert len(all_cycles(graph)) == 2
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_graph_sees_every_kind_of_import() -> None:
+    graph = import_graph()
+    # A lazy import inside a function (build_methods) and a relative one (ext's __init__).
+    assert "sepconv_cli.evaluation.rife" in graph["sepconv_cli.evaluation.methods"]
+    assert "sepconv_cli.ext.separable_conv" in graph["sepconv_cli.ext"]
+    assert "sepconv_cli.scenes" in graph["sepconv_cli.pipeline"]  # from sepconv_cli import scenes
+
+
+def test_no_import_cycles() -> None:
+    cycles = all_cycles(import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_bottom_floor_imports_nothing_above_it() -> None:
+    graph = import_graph()
+    above = {name: sorted(graph[name] - allowed) for name, allowed in BOTTOM.items() if graph[name] - allowed}
+    assert not above, f"bottom-floor modules import from above: {above}"
+
+
+def test_moved_names_are_still_importable_from_their_old_modules() -> None:
+    from sepconv_cli import video, video_types
+    from sepconv_cli.evaluation import method, methods
+
+    assert video.VideoInfo is video_types.VideoInfo and video.Frame is video_types.Frame
+    assert methods.Method is method.Method and methods.to_uint8 is method.to_uint8
+    assert methods._to_tensor is method.to_tensor
+
+
+def long_files() -> dict[str, int]:
+    counts = {str(path.relative_to(ROOT.parent)): len(path.read_text(encoding="utf-8").splitlines())
+              for path in sorted(ROOT.rglob("*.py"))}
+    return {path: count for path, count in counts.items() if count > MAX_LINES}
+
+
+@pytest.mark.xfail(strict=False, reason="over 600 lines today, being split: sepconv_cli/adaptation.py, "
+                   "sepconv_cli/commands/interpolate.py, sepconv_cli/pipeline.py, sepconv_cli/training.py, "
+                   "sepconv_cli/video.py")
+def test_no_file_is_over_600_lines() -> None:
+    assert not long_files(), f"files over {MAX_LINES} lines: {long_files()}"
