@@ -79,16 +79,15 @@ frames). Corrupt or truncated data is skipped with a warning, counted in the rep
 ``skipped_packets``, as long as at least two frames decode. Odd sizes (e.g. 175×143)
 work: libx264/libx265 cannot subsample them to 4:2:0, so they are written 4:4:4 with a
 warning (FFV1 keeps 4:2:0).
+
+This module is the streaming loop; which frame goes out when is ``schedules``, the
+output sinks and the checks of both ends are ``sinks`` (their public names importable
+from here too).
 """
 
 from __future__ import annotations
 
-import enum
-import errno
-import math
 import os
-import secrets
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -96,26 +95,20 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sepconv_cli import scenes
 from sepconv_cli.duplicates import DuplicateFilter
-from sepconv_cli.errors import InputError, OutputClosed, OutputError
-from sepconv_cli.flow import Surroundings
-from sepconv_cli.neighbourhood import Around, surroundings, wants_neighbours
+from sepconv_cli.errors import InputError, OutputClosed
+from sepconv_cli.neighbourhood import Around
 from sepconv_cli.overlap import BackgroundConsumer, Prefetcher
-from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
-from sepconv_cli.timespan import Cut, TimeSpan
-from sepconv_cli.video import (
-    PIPE_FORMATS,
-    FrameReader,
-    Pipe,
-    PipeReader,
-    VideoWarning,
-    VideoWriter,
-    probe,
+from sepconv_cli.schedules import (
+    At, Link, Midpoint, Multiplying, Retiming, Schedule, Submit, format_rate, midpoint_factor, output_time_base, to_rgb,
 )
+from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
+from sepconv_cli.sinks import Destination, FolderSink, PipeSink, Source, check_paths, is_broken_pipe, open_sink
+from sepconv_cli.timespan import TimeSpan
+from sepconv_cli.video import FrameReader, Pipe, PipeReader, VideoWarning, VideoWriter, probe
 from sepconv_cli.video_types import Frame, VideoInfo
 
 __all__ = [
@@ -135,13 +128,7 @@ __all__ = [
     "retime_video",
 ]
 
-Midpoint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# at(a, b, t): (N, 3, H, W), (N, 3, H, W), (N,) times in (0, 1) -> (N, 3, H, W)
-At = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, "int | None"], None]
-# Where frames come from and go to: a video file, numbered images, or a stream (stdin/stdout).
-Source = str | Path | ImageSequence | Pipe
-Destination = str | Path | ImageSequence | Pipe
 
 FRAME_COUNT_NOTE = (
     "With --factor F, N input frames become F×N output frames at exactly F times the "
@@ -224,8 +211,8 @@ class InterpolationReport:
 
     def summary(self) -> str:
         """One line for the CLI."""
-        rate_in = _fmt_rate(self.input_rate)
-        rate_out = _fmt_rate(self.output_rate)
+        rate_in = format_rate(self.input_rate)
+        rate_out = format_rate(self.output_rate)
         parts = [
             f"{self.input_frames} → {self.output_frames} frames",
             f"{rate_in} → {rate_out} fps",
@@ -242,363 +229,6 @@ class InterpolationReport:
         parts.append(f"in {self.seconds:.1f} s")
         return f"{self.output_path.name}{os.sep if self.output_folder else ''}: " + ", ".join(parts)
 
-
-def _fmt_rate(rate: Fraction) -> str:
-    if rate.denominator == 1:
-        return str(rate.numerator)
-    return f"{rate.numerator}/{rate.denominator} (≈{float(rate):.3f})"
-
-
-# -- safety ------------------------------------------------------------------------
-
-
-def check_paths(src: Source, dst: Destination, overwrite: bool) -> None:
-    """Refuse, before any work, an input or output that ``interpolate_video`` could not use.
-
-    ``src``/``dst``: a video file (``str``/``Path``), an ``ImageSequence`` or a ``Pipe``.
-    """
-    if isinstance(src, (str, Path)):
-        src = Path(src)
-        if not src.exists():
-            raise InputError(f"input video not found: {src}")
-        if src.is_dir():
-            raise InputError(f"input is a folder, not a video file: {src}")
-    elif isinstance(src, ImageSequence):
-        if not src.folder.is_dir():
-            raise InputError(f"frame folder not found: {src.folder}")
-    if isinstance(dst, ImageSequence):
-        _check_frame_folder(src, dst, overwrite)
-        return
-    if isinstance(dst, Pipe):
-        return
-    dst = Path(dst)
-    if isinstance(src, Path) and (src.resolve() == dst.resolve() or (dst.exists() and os.path.samefile(src, dst))):
-        raise OutputError(f"output {dst} is the input video; choose another output name")
-    if dst.is_dir():
-        name = src.stem if isinstance(src, Path) else "out"
-        raise OutputError(f"output {dst} is a folder; give a file name such as {dst / (name + '.2x.mp4')}")
-    if dst.exists() and not overwrite:
-        raise OutputError(f"output {dst} already exists (use --overwrite to replace it)")
-    _check_writable_folder(dst.parent)
-
-
-def _check_writable_folder(folder: Path) -> None:
-    if not folder.exists():
-        raise OutputError(f"output folder does not exist: {folder}")
-    if not folder.is_dir():
-        raise OutputError(f"output folder is not a folder: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to output folder {folder}: permission denied")
-
-
-def _check_frame_folder(src: Source, dst: ImageSequence, overwrite: bool) -> None:
-    """A frame folder is written whole under a temporary name and then renamed, so it
-    must be new, empty, or (with ``overwrite``) hold nothing but frames of its pattern;
-    it is never the input's folder and never holds the input."""
-    folder = dst.folder
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"output {folder} is a file, not a folder for frames")
-    _check_writable_folder(folder.resolve().parent)
-    if not folder.exists():
-        return
-    if isinstance(src, ImageSequence) and src.folder.exists() and os.path.samefile(src.folder, folder):
-        raise OutputError(f"output folder {folder} is the input's; choose another folder")
-    entries = list(folder.iterdir())
-    if not entries:
-        return
-    if not overwrite:
-        raise OutputError(f"output folder {folder} is not empty (use --overwrite to replace the frames in it)")
-    others = [p.name for p in entries if not (p.is_file() and _is_frame_name(p.name, dst.output_pattern))]
-    if others:
-        raise OutputError(
-            f"output folder {folder} holds other files than {dst.output_pattern} frames (e.g. {others[0]}); "
-            "choose a new or empty folder"
-        )
-
-
-def _is_frame_name(name: str, pattern: str) -> bool:
-    head, _, rest = pattern.partition("%")
-    tail = rest.split("d", 1)[1]
-    return name.startswith(head) and name.endswith(tail) and name[len(head) : len(name) - len(tail)].isdigit()
-
-
-def _temp_path(dst: Path) -> Path:
-    return dst.with_name(f".{dst.stem}.partial-{secrets.token_hex(4)}{dst.suffix}")
-
-
-# -- conversion ----------------------------------------------------------------------
-
-
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """``(H, W, 3)`` uint8/uint16 → ``(3, H, W)`` float32 in [0, 1] (full precision)."""
-    top = 65535.0 if rgb.dtype == np.uint16 else 255.0
-    return torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).div_(top)
-
-
-def _to_rgb(t: torch.Tensor, deep: bool) -> np.ndarray:
-    top = 65535.0 if deep else 255.0
-    arr = t.detach().to("cpu", torch.float32).clamp(0, 1).mul(top).round_().permute(1, 2, 0)
-    return np.ascontiguousarray(arr.numpy().astype(np.uint16 if deep else np.uint8))
-
-
-def _original(frame: Frame):
-    """An input frame as the writer should get it: the decoded frame itself when there
-    is one (no RGB round trip, so lossless output keeps it bit for bit), else its RGB."""
-    return frame.source if frame.source is not None else frame.rgb
-
-
-class _Interpolator:
-    """Runs ``midpoint`` over batches of frame pairs, recursively for factors 4 and 8."""
-
-    def __init__(self, midpoint: Midpoint, factor: int, batch_size: int) -> None:
-        self.midpoint = midpoint
-        self.factor = factor
-        self.batch_size = batch_size
-        self.neighbours = wants_neighbours(midpoint)
-
-    def _call(self, a: torch.Tensor, b: torch.Tensor, around: Surroundings | None = None) -> torch.Tensor:
-        outs = []
-        for start in range(0, a.shape[0], self.batch_size):
-            part = slice(start, start + self.batch_size)
-            if around is None:
-                m = self.midpoint(a[part], b[part])
-            else:
-                m = self.midpoint(a[part], b[part], neighbours=Surroundings(
-                    around.before[part], around.after[part], around.before_gap[part], around.after_gap[part],
-                    around.valid[part]))
-            if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(a[start : start + self.batch_size].shape):
-                got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-                raise ValueError(f"midpoint returned {got}, expected {tuple(a[start:start + self.batch_size].shape)}")
-            outs.append(m.detach().to("cpu", torch.float32))
-        return torch.cat(outs)
-
-    def between(self, pairs: list[tuple[Frame, Frame]], arounds: list[Around] | None = None) -> list[list[torch.Tensor]]:
-        """For each pair, the ``factor - 1`` frames in between, as (3, H, W) tensors. The
-        first halving reads the input frames around each pair (``arounds``) when the model
-        wants them; later halvings are between a new frame and an input: linear motion."""
-        if not pairs:
-            return []
-        f = self.factor
-        # positions[i][j]: frame j/f of the way from pair i's first to its second frame
-        positions: list[dict[int, torch.Tensor]] = [
-            {0: _to_tensor(a.rgb), f: _to_tensor(b.rgb)} for a, b in pairs
-        ]
-        step = f
-        while step > 1:
-            half = step // 2
-            jobs = [(i, j) for i in range(len(pairs)) for j in range(0, f, step)]
-            a = torch.stack([positions[i][j] for i, j in jobs])
-            b = torch.stack([positions[i][j + step] for i, j in jobs])
-            around = None
-            if step == f and self.neighbours and arounds is not None:
-                around = surroundings([(*pairs[i], arounds[i]) for i, _ in jobs], _to_tensor, a, b)
-            mids = self._call(a, b, around)
-            for (i, j), m in zip(jobs, mids):
-                positions[i][j + half] = m
-            step = half
-        return [[p[k] for k in range(1, f)] for p in positions]
-
-
-# -- schedules: which frame goes out when ------------------------------------------------
-
-
-class Link(enum.Enum):
-    """How a frame joins the one before it."""
-
-    BLEND = "blend"  # interpolate between them
-    CUT = "cut"  # a shot cut: the earlier frame is repeated, never blended
-    HOLD = "hold"  # a pause (``dedup``): the earlier frame is repeated, it is the same picture
-
-
-Submit = Callable[[tuple[object, int, int]], None]
-
-
-class _Multiplying:
-    """``factor`` frames per input frame: the input's own timestamps, the new frames at
-    the exact fractions k/factor between neighbours (output time base = input's / factor)."""
-
-    def __init__(self, midpoint: Midpoint, factor: int, input_time_base: Fraction, batch_size: int) -> None:
-        self.interp = _Interpolator(midpoint, factor, batch_size)
-        self.factor = factor
-        self.time_base = input_time_base / factor
-        self.cuts = 0
-
-    def nominal_rate(self, input_rate: Fraction) -> Fraction:
-        return input_rate * self.factor
-
-    @property
-    def reads_neighbours(self) -> bool:
-        return self.interp.neighbours
-
-    def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit, arounds: list[Around] | None = None) -> int:
-        f = self.factor
-        self.cuts += sum(link is Link.CUT for _, _, link in pairs)
-        arounds = arounds or [Around() for _ in pairs]
-        blending = [k for k, (_, _, link) in enumerate(pairs) if link is Link.BLEND]
-        blended = iter(self.interp.between([pairs[k][:2] for k in blending], [arounds[k] for k in blending]))
-        for a, b, link in pairs:
-            cut = link is not Link.BLEND
-            # Frame a sits at a·factor and the k-th new frame k/factor of the way to b at
-            # a·factor + k·(b − a).
-            step = b.timestamp - a.timestamp
-            mids = None if cut else next(blended)
-            submit((_original(a), a.timestamp * f, step))
-            for k in range(1, f):
-                submit((_original(a) if cut else mids[k - 1], a.timestamp * f + k * step, step))
-        return f * len(pairs)
-
-    def last(self, before_last: Frame, last: Frame, submit: Submit) -> tuple[int, int]:
-        """Show the last frame ``factor`` times over its own duration; (frames, end in the input's units)."""
-        step = last.duration or (last.timestamp - before_last.timestamp)
-        for k in range(self.factor):
-            submit((_original(last), last.timestamp * self.factor + k * step, step))
-        return self.factor, last.timestamp + step
-
-
-def output_time_base(input_time_base: Fraction, rate: Fraction) -> Fraction:
-    """The coarsest time base in which every input timestamp and every multiple of 1/``rate``
-    is an integer: the rational gcd of the two (gcd of numerators / lcm of denominators).
-
-    1/12800 (MP4 at 25 fps) and 60 fps give 1/38400; 1/30000 and 60 fps give 1/30000.
-    """
-    frame = 1 / Fraction(rate)
-    tb = Fraction(input_time_base)
-    return Fraction(math.gcd(tb.numerator, frame.numerator), math.lcm(tb.denominator, frame.denominator))
-
-
-def midpoint_factor(rate: Fraction, input_rate: Fraction) -> int | None:
-    """The ``factor`` (2, 4 or 8) with ``rate == factor × input_rate`` exactly, else None:
-    the only rates a midpoint-only model can produce."""
-    if not input_rate:
-        return None
-    ratio = Fraction(rate) / Fraction(input_rate)
-    return int(ratio) if ratio in (2, 4, 8) else None
-
-
-# Output time bases are C ints (AVRational) and MP4 timescales 32-bit.
-_MAX_TIME_BASE = 2**31 - 1
-
-
-class _Retiming:
-    """Frames on the grid ``first + k/rate`` (seconds, exact), each taken from the input
-    pair around it: the earlier input frame itself where the times coincide exactly (or
-    across a shot cut), else ``at(a, b, t)`` with ``t`` the exact fraction of the way
-    from a's real timestamp to b's (so VFR input is handled)."""
-
-    def __init__(self, at: At, rate: Fraction, input_time_base: Fraction, batch_size: int) -> None:
-        self.at = at
-        self.neighbours = wants_neighbours(at)
-        self.rate = Fraction(rate)
-        self.input_time_base = Fraction(input_time_base)
-        self.batch_size = batch_size
-        self.time_base = output_time_base(self.input_time_base, self.rate)
-        if self.time_base.denominator > _MAX_TIME_BASE or self.time_base.numerator > _MAX_TIME_BASE:
-            raise OutputError(
-                f"{_fmt_rate(self.rate)} fps and the input's time base {self.input_time_base} have no common "
-                "time base a container can store; give the rate as a simpler fraction (e.g. 30000/1001)"
-            )
-        self.step = int(1 / (self.rate * self.time_base))  # one output frame, in time_base units (exact)
-        self.start: Fraction | None = None  # the first input frame's time, in seconds
-        self.next_k = 0
-        self.cuts = 0
-        # The latest frame is held back one frame: whether it is the last, which may have
-        # to be shortened to end with the input, is known only at the end.
-        self._held: tuple[object, int, int] | None = None
-
-    def nominal_rate(self, input_rate: Fraction) -> Fraction:
-        return self.rate
-
-    @property
-    def reads_neighbours(self) -> bool:
-        return self.neighbours
-
-    def _submit(self, job: tuple[object, int, int], submit: Submit) -> None:
-        if self._held is not None:
-            submit(self._held)
-        self._held = job
-
-    def _time(self, k: int) -> Fraction:
-        assert self.start is not None
-        return self.start + k / self.rate
-
-    def _units(self, seconds: Fraction) -> int:
-        units = seconds / self.time_base
-        assert units.denominator == 1, (seconds, self.time_base)  # by construction of time_base
-        return units.numerator
-
-    def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit, arounds: list[Around] | None = None) -> int:
-        if self.start is None:
-            self.start = pairs[0][0].pts
-        # plan: (image or None for "predicted", pts); rows: what to predict, in order.
-        plan: list[tuple[object | None, int]] = []
-        rows: list[tuple[Frame, Frame, Fraction, Around]] = []
-        for (a, b, link), around in zip(pairs, arounds or [Around() for _ in pairs]):
-            repeated = False
-            while (s := self._time(self.next_k)) < b.pts:
-                if s == a.pts or link is not Link.BLEND:
-                    plan.append((_original(a), self._units(s)))
-                    repeated |= s != a.pts
-                else:
-                    plan.append((None, self._units(s)))
-                    rows.append((a, b, (s - a.pts) / (b.pts - a.pts), around))
-                self.next_k += 1
-            self.cuts += repeated and link is Link.CUT  # a cut that would otherwise have been blended
-        # Predict in chunks of batch_size frames and submit as each chunk is done, so only
-        # one chunk of new frames is in memory even when one pair needs many.
-        predicted: Iterator[torch.Tensor] = iter(())
-        done = 0
-        for image, pts in plan:
-            if image is None:
-                frame = next(predicted, None)
-                if frame is None:
-                    predicted = iter(self._predict(rows[done : done + self.batch_size]))
-                    done += self.batch_size
-                    frame = next(predicted)
-                image = frame
-            self._submit((image, pts, self.step), submit)
-        return len(plan)
-
-    def _predict(self, rows: list[tuple[Frame, Frame, Fraction, Around]]) -> list[torch.Tensor]:
-        tensors: dict[int, torch.Tensor] = {}
-
-        def tensor(frame: Frame) -> torch.Tensor:  # each frame converted once per chunk
-            if id(frame) not in tensors:
-                tensors[id(frame)] = _to_tensor(frame.rgb)
-            return tensors[id(frame)]
-
-        a = torch.stack([tensor(a) for a, _, _, _ in rows])
-        b = torch.stack([tensor(b) for _, b, _, _ in rows])
-        # float64: the exact fraction rounded once (the engine takes float32).
-        t = torch.tensor([float(t) for _, _, t, _ in rows], dtype=torch.float64)
-        if self.neighbours:
-            around = surroundings([(a_, b_, r) for a_, b_, _, r in rows], _to_tensor, a, b)
-            out = self.at(a, b, t, neighbours=around)
-        else:
-            out = self.at(a, b, t)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(a.shape):
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"at returned {got}, expected {tuple(a.shape)}")
-        return list(out.detach().to("cpu", torch.float32))
-
-    def last(self, before_last: Frame, last: Frame, submit: Submit) -> tuple[int, int]:
-        """Repeat the last frame on every grid time within its own duration; the final
-        output frame (this one or an earlier one) is shortened to end exactly where the
-        input does. Returns (frames, end in the input's time base units)."""
-        duration = last.duration or (last.timestamp - before_last.timestamp)
-        end = last.pts + duration * self.input_time_base
-        count = 0
-        while (s := self._time(self.next_k)) < end:
-            self._submit((_original(last), self._units(s), self.step), submit)
-            self.next_k += 1
-            count += 1
-        assert self._held is not None  # the first input frame's time is always on the grid
-        image, pts, step = self._held
-        submit((image, pts, min(step, self._units(end) - pts)))
-        self._held = None
-        return count, last.timestamp + duration
-
-
-# -- main ------------------------------------------------------------------------------
 
 # Decoded frames that may wait for the network: enough to cover a decode hiccup, few
 # enough that 4K frames (25 MB each as RGB) stay cheap.
@@ -666,7 +296,7 @@ def interpolate_video(
         # thin the output's rate there; even timing needs frames at any time.
         raise ValueError("dedup needs retime_video (e.g. rate=lambda r: 2 * r) and a model that predicts any time")
     return _process(
-        src, dst, lambda info: _Multiplying(midpoint, options.factor, info.time_base, options.batch_size),
+        src, dst, lambda info: Multiplying(midpoint, options.factor, info.time_base, options.batch_size),
         options=options, progress=progress, factor=options.factor,
     )
 
@@ -713,15 +343,15 @@ def retime_video(
     if callable(rate):
         of_input = rate
 
-        def schedule(info: VideoInfo) -> _Retiming:
+        def schedule(info: VideoInfo) -> Retiming:
             if not info.frame_rate:
                 raise InputError(f"{info.path} states no frame rate to derive the output's from; give a rate")
-            return _Retiming(at, _exact_rate(of_input(info.frame_rate)), info.time_base, options.batch_size)
+            return Retiming(at, _exact_rate(of_input(info.frame_rate)), info.time_base, options.batch_size)
     else:
         exact = _exact_rate(rate)
 
-        def schedule(info: VideoInfo) -> _Retiming:
-            return _Retiming(at, exact, info.time_base, options.batch_size)
+        def schedule(info: VideoInfo) -> Retiming:
+            return Retiming(at, exact, info.time_base, options.batch_size)
 
     return _process(src, dst, schedule, options=options, progress=progress, factor=None)
 
@@ -735,132 +365,6 @@ def _exact_rate(rate: Fraction | int | float | str) -> Fraction:
     if exact <= 0:
         raise ValueError(f"rate must be positive, not {exact}")
     return exact
-
-
-class _FileSink:
-    """A video file, written under a hidden temporary name and renamed when complete."""
-
-    def __init__(self, dst: Path) -> None:
-        self.dst = dst
-        self.tmp = _temp_path(dst)
-        self.writer: VideoWriter | None = None
-
-    def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
-             copy_streams: bool, cut: Cut | None = None) -> VideoWriter:
-        self.writer = VideoWriter(
-            self.tmp, info, rate=rate, time_base=time_base, codec=options.codec, crf=options.crf,
-            preset=options.preset, lossless=options.lossless, codec_options=options.codec_options,
-            copy_streams=copy_streams, display_name=self.dst.name, cut=cut,
-        )
-        return self.writer
-
-    def commit(self) -> None:
-        os.replace(self.tmp, self.dst)
-
-    def discard(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
-        try:
-            self.tmp.unlink()
-        except OSError:
-            pass
-
-
-class _FolderSink:
-    """A frame folder, filled under a hidden temporary name beside it and renamed into
-    place when complete (an old folder of frames, with ``overwrite``, is swapped out and
-    deleted only then)."""
-
-    def __init__(self, dst: ImageSequence) -> None:
-        self.dst = dst
-        folder = dst.folder.resolve()
-        self.folder = folder
-        self.tmp = folder.with_name(f".{folder.name}.partial-{secrets.token_hex(4)}")
-
-    def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
-             copy_streams: bool, cut: Cut | None = None) -> SequenceWriter:
-        writer = SequenceWriter(self.tmp, self.dst.output_pattern, display_name=self.dst.name)
-        try:
-            self.tmp.mkdir()
-        except OSError as exc:
-            raise OutputError(f"cannot create a folder beside {self.dst.folder}: {exc.strerror or exc}") from None
-        if info.audio_streams and copy_streams:
-            warnings.warn(
-                f"{info.audio_streams} audio stream(s) not written: image sequences hold no sound", VideoWarning,
-                stacklevel=4,
-            )
-        return writer
-
-    def commit(self) -> None:
-        old = None
-        if self.folder.exists():
-            if any(self.folder.iterdir()):
-                old = self.folder.with_name(f".{self.folder.name}.old-{secrets.token_hex(4)}")
-                os.rename(self.folder, old)
-            else:
-                self.folder.rmdir()
-        os.rename(self.tmp, self.folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-class _PipeSink:
-    """A stream (stdout): no temporary name is possible, so a failure just ends it
-    early; the reader sees a cut stream, never a file to mistake for a finished one."""
-
-    def __init__(self, dst: Pipe) -> None:
-        self.dst = dst
-        self.writer: VideoWriter | None = None
-
-    def open(self, info: VideoInfo, rate: Fraction | None, time_base: Fraction, options: VideoOptions,
-             copy_streams: bool, cut: Cut | None = None) -> VideoWriter:
-        y4m = self.dst.format == PIPE_FORMATS["y4m"]
-        codec = options.codec
-        if y4m:
-            codec = codec or "rawvideo"
-            if codec not in ("rawvideo", "wrapped_avframe"):
-                raise OutputError(f"a y4m stream holds raw frames only, not {codec}; use --format nut")
-        if info.audio_streams and y4m and copy_streams:
-            warnings.warn(
-                f"{info.audio_streams} audio stream(s) not written: a y4m stream holds no sound (use --format nut)",
-                VideoWarning, stacklevel=4,
-            )
-        self.writer = VideoWriter(
-            Path(self.dst.name), info, rate=rate, time_base=time_base, codec=codec, crf=options.crf,
-            # y4m's raw frames are lossless already (and FFV1 would not fit in it).
-            preset=options.preset, lossless=options.lossless and not y4m, codec_options=options.codec_options,
-            copy_streams=copy_streams and not y4m, display_name=self.dst.name,
-            file=self.dst.file, format=self.dst.format, cut=cut,
-        )
-        return self.writer
-
-    def commit(self) -> None:
-        flush = getattr(self.dst.file, "flush", None)
-        if flush is not None:
-            try:
-                flush()
-            except BrokenPipeError:
-                raise OutputClosed(f"the reader of {self.dst.name} closed it before the end") from None
-
-    def discard(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
-
-
-def _is_broken_pipe(error: BaseException) -> bool:
-    """Whether writing failed because the stream's reader went away (EPIPE), which PyAV
-    reports as its own error or as the file object's ``BrokenPipeError``."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, BrokenPipeError) or getattr(seen, "errno", None) == errno.EPIPE:
-            return True
-        if "Broken pipe" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _open_source(src: Source, span: TimeSpan | None = None,
@@ -878,38 +382,53 @@ def _open_source(src: Source, span: TimeSpan | None = None,
     return FrameReader(path, probe(path), span, deinterlace), path
 
 
-def _open_sink(dst: Destination) -> tuple[_FileSink | _FolderSink | _PipeSink, Path]:
-    if isinstance(dst, ImageSequence):
-        return _FolderSink(dst), dst.folder  # the folder names the output, not its file pattern
-    if isinstance(dst, Pipe):
-        return _PipeSink(dst), Path(dst.name)
-    return _FileSink(Path(dst)), Path(dst)
+class _Tally:
+    """Input frames passed and output frames written so far; ``progress(done, total)``
+    hears of every input frame passed."""
+
+    def __init__(self, progress: Progress | None, total: int | None) -> None:
+        self.progress = progress
+        self.total = total
+        self.done = 0
+        self.written = 0
+
+    def passed(self, index: int) -> None:
+        """Every input frame before ``index`` is done (more than one at a time where dedup dropped copies)."""
+        while self.done < index:
+            self.done += 1
+            if self.progress is not None:
+                self.progress(self.done, self.total)
+
+
+def _expected_frames(info: VideoInfo) -> int | None:
+    """The input's frame count for progress: the container's, else estimated from its
+    duration (e.g. Matroska), else None."""
+    if info.frames is None and info.duration and info.frame_rate:
+        return max(2, round(info.duration * info.frame_rate))
+    return info.frames
 
 
 def _process(
     src: Source,
     dst: Destination,
-    make_schedule: Callable[..., _Multiplying | _Retiming],
+    make_schedule: Callable[..., Schedule],
     *,
     options: VideoOptions,
     progress: Progress | None,
     factor: int | None,
 ) -> InterpolationReport:
     """Decode ``src``, let the schedule turn input frame pairs into timed output frames,
-    encode them to ``dst`` (see ``interpolate_video``)."""
+    encode them to ``dst`` (see ``interpolate_video``). Its warnings, and ``sink.open``'s,
+    name the caller of ``interpolate_video``: moved deeper, their ``stacklevel`` must grow."""
     started = time.perf_counter()
     if options.batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {options.batch_size}")
     check_paths(src, dst, options.overwrite)
     reader, src_path = _open_source(src, options.span, options.deinterlace)
     info = reader.info
-    sink, dst_path = _open_sink(dst)
+    sink, dst_path = open_sink(dst)
     schedule = make_schedule(info)
-    deep = info.bit_depth > 8
-    threshold = options.scene_threshold
-    total = info.frames
-    if total is None and info.duration and info.frame_rate:
-        total = max(2, round(info.duration * info.frame_rate))  # an estimate (e.g. Matroska)
+    tally = _Tally(progress, _expected_frames(info))
     output_rate = schedule.nominal_rate(info.frame_rate) or None  # None: the writer's fallback
     # Audio and subtitles are copied from a second reading of a video file; a pipe
     # cannot be read twice and an image sequence has none.
@@ -920,101 +439,26 @@ def _process(
             VideoWarning, stacklevel=3,
         )
     # Image files are written from RGB; video encoders take the decoded frames themselves.
-    keep_source = not isinstance(sink, _FolderSink)
+    keep_source = not isinstance(sink, FolderSink)
     dedup = DuplicateFilter(options.dedup) if options.dedup is not None else None
 
     writer: VideoWriter | SequenceWriter | None = None
-    done = 0
-    written = 0
-    first_ts: int | None = None
-    end_ts = 0
     try:
         with reader, Prefetcher(
-            _links(reader, threshold, keep_source, dedup), depth=_PREFETCH, name="sepconv-decode"
+            _links(reader, options.scene_threshold, keep_source, dedup), depth=_PREFETCH, name="sepconv-decode"
         ) as frames:
-            first = next(frames, None)  # InputError from the reader when nothing decodes
-            second = next(frames, None)
-            if first is None or second is None:
-                raise InputError(
-                    f"{src_path} has only one video frame; interpolation needs at least two"
-                )
+            first, second = _first_pair(frames, src_path)
             first_ts = first[0].timestamp
             writer = sink.open(info, output_rate, schedule.time_base, options, copy_streams,
                                cut=getattr(reader, "cut", None))
-            out = writer
-
-            def encode(job: tuple[object, int, int]) -> None:
-                image, pts, duration = job
-                if isinstance(image, torch.Tensor):
-                    image = _to_rgb(image, deep)
-                out.write(image, pts, duration)
-
-            # One pair's frames may wait for the encoder: at 4K each is a 100 MB tensor.
-            with BackgroundConsumer(encode, depth=factor or 4, name="sepconv-encode") as encoder:
-
-                def emit(pairs: list[tuple[Frame, Frame, Link]], arounds: list[Around]) -> None:
-                    nonlocal done, written
-                    if not pairs:
-                        return
-                    written += schedule.pairs(pairs, encoder.submit, arounds)
-                    for _, b, _ in pairs:
-                        # Input frames passed: more than one per pair where dedup dropped copies.
-                        while done < b.index:
-                            done += 1
-                            if progress is not None:
-                                progress(done, total)
-
-                # Emit each batch as soon as it is full: memory holds one batch of pairs,
-                # the previous frames and the short queues, whatever the length of the video.
-                # For four-frame motion a pair waits for the frame after it (``held``).
-                lookahead = schedule.reads_neighbours
-                pending: list[tuple[Frame, Frame, Link]] = []
-                arounds: list[Around] = []
-                held, held_around = (first[0], second[0], second[1]), Around()
-                if not lookahead:
-                    pending.append(held)
-                    arounds.append(held_around)
-                before_last, last = first[0], second[0]
-                while True:
-                    if len(pending) >= options.batch_size:
-                        emit(pending, arounds)
-                        pending, arounds = [], []
-                    item = next(frames, None)
-                    if item is None:
-                        break
-                    frame, link = item
-                    if lookahead:
-                        if link is Link.BLEND:
-                            held_around.after = frame
-                        pending.append(held)
-                        arounds.append(held_around)
-                        # The new pair's frame before: the one before its first, if that pair blends.
-                        held, held_around = (last, frame, link), Around(before_last if held[2] is Link.BLEND else None)
-                    else:
-                        pending.append((last, frame, link))
-                        arounds.append(Around())
-                    before_last, last = last, frame
-                if lookahead:
-                    pending.append(held)
-                    arounds.append(held_around)
-                emit(pending, arounds)
-
-                # The last frame has no successor: repeated over its own duration. With
-                # dedup the frame before it may be many frames back, so no guessing from it.
-                if dedup is not None and last.duration is None and info.frame_rate:
-                    last.duration = max(1, round(1 / (info.frame_rate * info.time_base)))
-                count, end_ts = schedule.last(before_last, last, encoder.submit)
-                encoder.finish()
-            written += count
-            done += 1
-            if progress is not None:
-                progress(done, total)
+            end_ts = _encode_all(frames, first, second, schedule, writer, tally, info,
+                                 batch_size=options.batch_size, depth=factor or 4, dedup=dedup is not None)
             skipped = reader.skipped_packets
             writer.close()
             sink.commit()
     except BaseException as error:
         sink.discard()
-        if isinstance(sink, _PipeSink) and not isinstance(error, OutputClosed) and _is_broken_pipe(error):
+        if isinstance(sink, PipeSink) and not isinstance(error, OutputClosed) and is_broken_pipe(error):
             raise OutputClosed(
                 f"the reader of {dst_path} closed it after {getattr(writer, 'frames_written', 0)} frame(s)"
             ) from None
@@ -1025,8 +469,8 @@ def _process(
         input_path=src_path,
         output_path=dst_path,
         factor=factor,
-        input_frames=done,
-        output_frames=written,
+        input_frames=tally.done,
+        output_frames=tally.written,
         input_rate=info.frame_rate,
         output_rate=schedule.nominal_rate(info.frame_rate),
         input_duration=duration,
@@ -1043,3 +487,106 @@ def _process(
         codec_chosen=getattr(writer, "codec_chosen", False),
         output_folder=isinstance(dst, ImageSequence),
     )
+
+
+def _first_pair(frames: Iterator[tuple[Frame, Link]], src_path: Path) -> tuple[tuple[Frame, Link], tuple[Frame, Link]]:
+    first = next(frames, None)  # InputError from the reader when nothing decodes
+    second = next(frames, None)
+    if first is None or second is None:
+        raise InputError(f"{src_path} has only one video frame; interpolation needs at least two")
+    return first, second
+
+
+def _encode_all(
+    frames: Iterator[tuple[Frame, Link]],
+    first: tuple[Frame, Link],
+    second: tuple[Frame, Link],
+    schedule: Schedule,
+    writer: VideoWriter | SequenceWriter,
+    tally: _Tally,
+    info: VideoInfo,
+    *,
+    batch_size: int,
+    depth: int,
+    dedup: bool,
+) -> int:
+    """Every frame from ``first`` on through the schedule to ``writer``, which encodes in a
+    background thread; returns where the output ends, in the input's time base units."""
+    deep = info.bit_depth > 8
+
+    def encode(job: tuple[object, int, int]) -> None:
+        image, pts, duration = job
+        if isinstance(image, torch.Tensor):
+            image = to_rgb(image, deep)
+        writer.write(image, pts, duration)
+
+    # One pair's frames may wait for the encoder (``depth``): at 4K each is a 100 MB tensor.
+    with BackgroundConsumer(encode, depth=depth, name="sepconv-encode") as encoder:
+        before_last, last = _emit_pairs(frames, first, second, schedule, encoder.submit, tally, batch_size)
+        # The last frame has no successor: repeated over its own duration. With
+        # dedup the frame before it may be many frames back, so no guessing from it.
+        if dedup and last.duration is None and info.frame_rate:
+            last.duration = max(1, round(1 / (info.frame_rate * info.time_base)))
+        count, end_ts = schedule.last(before_last, last, encoder.submit)
+        encoder.finish()
+    tally.written += count
+    tally.passed(tally.done + 1)
+    return end_ts
+
+
+def _emit_pairs(
+    frames: Iterator[tuple[Frame, Link]],
+    first: tuple[Frame, Link],
+    second: tuple[Frame, Link],
+    schedule: Schedule,
+    submit: Submit,
+    tally: _Tally,
+    batch_size: int,
+) -> tuple[Frame, Frame]:
+    """Hand the schedule each pair of neighbouring frames, in batches of ``batch_size``
+    pairs; returns the last two frames, whose pair has no successor.
+
+    Each batch goes as soon as it is full: memory holds one batch of pairs, the previous
+    frames and the short queues, whatever the length of the video. For four-frame motion
+    a pair waits for the frame after it (``held``), which becomes its ``Around.after``.
+    """
+
+    def emit(pairs: list[tuple[Frame, Frame, Link]], arounds: list[Around]) -> None:
+        if not pairs:
+            return
+        tally.written += schedule.pairs(pairs, submit, arounds)
+        for _, b, _ in pairs:
+            tally.passed(b.index)
+
+    lookahead = schedule.reads_neighbours
+    pending: list[tuple[Frame, Frame, Link]] = []
+    arounds: list[Around] = []
+    held, held_around = (first[0], second[0], second[1]), Around()
+    if not lookahead:
+        pending.append(held)
+        arounds.append(held_around)
+    before_last, last = first[0], second[0]
+    while True:
+        if len(pending) >= batch_size:
+            emit(pending, arounds)
+            pending, arounds = [], []
+        item = next(frames, None)
+        if item is None:
+            break
+        frame, link = item
+        if lookahead:
+            if link is Link.BLEND:
+                held_around.after = frame
+            pending.append(held)
+            arounds.append(held_around)
+            # The new pair's frame before: the one before its first, if that pair blends.
+            held, held_around = (last, frame, link), Around(before_last if held[2] is Link.BLEND else None)
+        else:
+            pending.append((last, frame, link))
+            arounds.append(Around())
+        before_last, last = last, frame
+    if lookahead:
+        pending.append(held)
+        arounds.append(held_around)
+    emit(pending, arounds)
+    return before_last, last
