@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sepconv_cli.flow import FlowPrior, Neighbours, intermediate_flows, neighbour_flows, quadratic_flows, warp
-from sepconv_cli.models.flowsep import FlowSep, FlowSepConfig, widen_state_dict
+from sepconv_cli.models.flowsep import ALPHA_SCALE, FlowSep, FlowSepConfig, widen_state_dict
 from sepconv_cli.models.registry import build_model, load_weights
 
 V, A = 1.0, 6.0  # px per frame, px per frame²: the texture is at v·τ + a·τ²/2 at time τ
@@ -81,7 +81,7 @@ def test_on_an_accelerating_texture_the_quadratic_path_lands_on_the_true_frame_w
     torch.manual_seed(0)
     model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True)).eval()
     with torch.no_grad():
-        model.head.bias[-2:] = 1.0
+        model.head.bias[-2:] = 1.0 / ALPHA_SCALE
         steered = model(frame0, frame1, t=0.5, neighbours=neighbours)
         unsteered = model(frame0, frame1, t=0.5)  # no neighbours: linear motion
     assert interior_psnr(steered, truth) > interior_psnr(unsteered, truth) + 8
@@ -169,7 +169,7 @@ def test_a_quadratic_flowsep_interpolates_a_stream_through_the_cli(tmp_path) -> 
     torch.manual_seed(0)
     model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True))
     with torch.no_grad():
-        model.head.bias[-2:] = 1.0
+        model.head.bias[-2:] = 1.0 / ALPHA_SCALE
     weights = tmp_path / "q.pt"
     save_weights(model, weights)
     src = make_video(tmp_path / "in.mp4", width=64, height=48, frames=6, audio=False)
@@ -189,7 +189,7 @@ def test_the_engine_passes_neighbours_through_padding_and_tiles() -> None:
     torch.manual_seed(0)
     model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True))
     with torch.no_grad():
-        model.head.bias[-2:] = 1.0
+        model.head.bias[-2:] = 1.0 / ALPHA_SCALE
     around = Surroundings(before, after, torch.ones(1), torch.ones(1), torch.ones(1))
     whole = Interpolator(model, device="cpu")
     tiled = Interpolator(model, device="cpu", tiling=Tiling(tile=48, context=32, max_pixels=1))

@@ -50,6 +50,10 @@ FLOW_SCALE = 32.0  # flows enter the network divided by this (px)
 LINEAR_CHANNELS = 23  # I0, I1, W0, W1, splat (15), e0, e1, coverage, t (4), Ft0, Ft1 (4)
 QUADRATIC_CHANNELS = 11  # W0q, W1q (6), Ft0q - Ft0, Ft1q - Ft1 (4), neighbours valid (1)
 ALPHA_RANGE = (-1.0, 2.0)  # how far the taps may move along (quadratic - linear): some extrapolation, no runaway
+# α multiplies a displacement of several pixels, so a head weight's step moved the output
+# Δ times as far through α as through a tap's own offset: at Adam's lr 2e-4 that path
+# blew the network up within 200 steps. Scaling the head's α by 1/8 evens the two out.
+ALPHA_SCALE = 0.125
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,7 @@ class FlowSep(nn.Module):
         synthesis upsamples it with the rest and the fused op's gradient reaches α.
         """
         n, k = self.config.kernel_size, self.per_frame
-        base, alpha = params[:, : 2 * k + 3], params[:, 2 * k + 3 :].clamp(*ALPHA_RANGE)
+        base, alpha = params[:, : 2 * k + 3], (ALPHA_SCALE * params[:, 2 * k + 3 :]).clamp(*ALPHA_RANGE)
         shifts = []
         for f in range(2):
             move = alpha[:, f : f + 1] * deltas[:, 2 * f : 2 * f + 2]  # (B, 2, h, w): dx, dy
