@@ -66,7 +66,8 @@ def main(clip: Path, indices: tuple[int, ...], out: Path, weights: tuple[Path, .
         model = load_weights(path)
         name = model.name if len(weights) == 1 else path.stem
         methods.append(ModelMethod(name, Interpolator(model, device="cpu")))
-    frames = read_frames(clip, {2 * k + d for k in indices for d in (0, 1, 2)})
+    # Frames 2k-2 and 2k+4 too: the given frames around the pair, for four-frame models.
+    frames = read_frames(clip, {2 * k + d for k in indices for d in (-2, 0, 1, 2, 4) if 2 * k + d >= 0})
     rows = []
     for k in indices:
         first, truth, second = frames[2 * k], frames[2 * k + 1], frames[2 * k + 2]
@@ -78,8 +79,9 @@ def main(clip: Path, indices: tuple[int, ...], out: Path, weights: tuple[Path, .
 
         top = [label(cut(truth), f"{clip.name} frame {2 * k + 1}")]
         bottom = [label(cut(np.abs(second.astype(int) - first).clip(0, 63).astype(np.uint8) * 4), "|frame 2 - frame 0| x4")]
+        around = {"before": frames.get(2 * k - 2), "after": frames.get(2 * k + 4)}
         for method in methods:
-            prediction = method(first, second)
+            prediction = method(first, second, **around) if method.takes_neighbours else method(first, second)
             top.append(label(cut(prediction), f"{method.name}: {frame_psnr(prediction, truth):.2f} dB"))
             error = (np.abs(prediction.astype(int) - truth).mean(axis=2, keepdims=True) * 4).clip(0, 255)
             bottom.append(label(cut(np.repeat(error, 3, axis=2).astype(np.uint8)), f"{method.name} error x4"))
