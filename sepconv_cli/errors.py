@@ -46,3 +46,15 @@ class Interrupted(SepconvError):
     """The user stopped the run (Ctrl-C / SIGINT); exit code 130, as shells report SIGINT."""
 
     exit_code = 130
+
+
+class UsageError(SepconvError):
+    """A request that contradicts itself or that the chosen model cannot meet (bad options);
+    exit code 2, as for a mistyped command line."""
+
+    exit_code = 2
+
+
+class ModelUsageError(UsageError):
+    """A usage error that is about the model, not one input (``--dedup`` with a model that
+    only predicts midpoints): every input of a batch would meet it, so the batch stops."""

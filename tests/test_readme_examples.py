@@ -274,8 +274,10 @@ EXAMPLES: dict[str, Example] = {
     "--max-motion 48 --h264 0.6 --elastic 0.3 --static-fraction 0.15 --time-budget 3600": Example(
         media=("photos", "cache/city", "cache/city-val"), outputs=("runs/*/weights.pt",),
         change={"--scene-size": "64", "--max-motion": "12"}, extra={"train": (*TINY_TRAIN["flowsep"], "--max-steps", "1")}),
-    "sepconv train --model flowsep --init weights/flowsep.pt ...": Example(
-        skip="'...' stands for the options of the line above (run there)"),
+    "sepconv train --model flowsep --init weights/flowsep.pt --validate-init --optimizer adam --lr 2e-4 --warmup 500 ...":
+        Example(skip="'...' stands for the data options of the line above (run there); tests/test_train.py runs --warmup"),
+    "sepconv train --model flowsep --init weights/flowsep.pt --model-config quadratic=true ...": Example(
+        skip="'...' stands for the data options above; tests/test_quadratic.py runs a widened quadratic run"),
     "sepconv train --synthetic photos/ --model dsepconv --out runs/d1 --time-budget 36000": Example(
         media=("photos",), outputs=("runs/d1/weights.pt",), extra={"train": (*TINY_TRAIN["dsepconv"], "--max-steps", "1")}),
     "sepconv train --init runs/s1/weights.pt --loss l1 --loss vgg:1e-5 --vgg-weights vgg19-dcbb9e9d.pth": Example(
