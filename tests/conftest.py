@@ -29,6 +29,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
+def one_torch_thread() -> object:
+    """Tiny networks run fastest on one thread, most of all on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_sepconv() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model("sepconv", TINY_SEPCONV).eval()

@@ -13,12 +13,7 @@ from sepconv_cli.models.registry import build_model, load_weights
 V, A = 1.0, 6.0  # px per frame, px per frame²: the texture is at v·τ + a·τ²/2 at time τ
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def accelerating(tau: float, height: int = 96, width: int = 128) -> torch.Tensor:

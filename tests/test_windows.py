@@ -32,12 +32,7 @@ PARAMS = SelectionParams(size=S, patches=3, triplets_per_unit=2)
 BLUE = 72  # frame k has blue = BLUE + k: one histogram bin (72..79), so no cut, for k < 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def numbered_pan(frames: int) -> list[np.ndarray]:
