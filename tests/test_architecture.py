@@ -170,3 +170,34 @@ def test_the_run_core_imports_neither_click_nor_the_commands() -> None:
                     for alias in node.names}
         imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert "click" not in imported, name
+
+
+# The floors of docs/architecture.md, bottom (0) to top (3): a module may import its own
+# floor and those below. Prefixes name packages; the longest matching prefix decides.
+FLOORS = {
+    "errors": 0, "video_types": 0, "evaluation.method": 0, "ext": 0, "flow": 0, "images": 0, "metrics": 0,
+    "scenes": 0, "serialization": 0, "overlap": 0,
+    "models": 1, "losses": 1, "data": 1, "video": 1, "streams": 1, "frame_kinds": 1, "timespan": 1,
+    "sequences": 1, "duplicates": 1, "neighbourhood": 1,
+    "engine": 2, "schedules": 2, "sinks": 2, "pipeline": 2, "outputs": 2, "runs": 2, "training": 2,
+    "adaptation": 2, "evaluation": 2,
+    "commands": 3, "cli": 3, "__main__": 3,
+}
+
+
+def floor(module: str) -> int | None:
+    parts = module.split(".")[1:]  # without the package name
+    for size in range(len(parts), 0, -1):
+        level = FLOORS.get(".".join(parts[:size]))
+        if level is not None:
+            return level
+    return None
+
+
+def test_every_module_has_a_floor_and_imports_no_floor_above_its_own() -> None:
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if m != PACKAGE and floor(m) is None)
+    assert not unplaced, f"modules without a floor in FLOORS (and docs/architecture.md): {unplaced}"
+    upward = sorted(f"{a} (floor {floor(a)}) -> {b} (floor {floor(b)})" for a, targets in graph.items() for b in targets
+                    if a != PACKAGE and b != PACKAGE and floor(b) > floor(a))  # type: ignore[operator]
+    assert not upward, "imports that run upwards: " + "; ".join(upward)
