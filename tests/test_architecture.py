@@ -201,3 +201,17 @@ def test_every_module_has_a_floor_and_imports_no_floor_above_its_own() -> None:
     upward = sorted(f"{a} (floor {floor(a)}) -> {b} (floor {floor(b)})" for a, targets in graph.items() for b in targets
                     if a != PACKAGE and b != PACKAGE and floor(b) > floor(a))  # type: ignore[operator]
     assert not upward, "imports that run upwards: " + "; ".join(upward)
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_is_over_80_lines() -> None:
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name} ({length} lines)")
+    assert not long, "functions over 80 lines: " + ", ".join(long)

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from sepconv_cli.errors import InputError, OutputError, SepconvError
-from sepconv_cli.evaluation.benchmarks import Dataset, Skip
+from sepconv_cli.evaluation.benchmarks import Dataset, Sample, Skip, Triplet
 from sepconv_cli.evaluation.method import Method
 from sepconv_cli.metrics import frame_psnr, frame_ssim
 
@@ -239,6 +239,49 @@ class Evaluation:
         return [self._summary(None, method, t=t) for t in self.times for method in self.methods]
 
 
+def _score(method: Method, item: Triplet, benchmark: str, warm: set[str]) -> tuple[np.ndarray, FrameScore]:
+    """One method's prediction of one triplet and its score; the first call of a method
+    (``warm``) is made once more untimed, so set-up costs stay out of its time per frame."""
+    # Two arguments at the midpoint, so that predictors written before t existed still run there.
+    args = (item.first, item.second) if item.t == 0.5 else (item.first, item.second, item.t)
+    extra = {"before": item.before, "after": item.after} if getattr(method, "takes_neighbours", False) else {}
+    if method.name not in warm:
+        method(*args, **extra)  # the warm-up call, not timed
+        warm.add(method.name)
+    started = time.perf_counter()
+    prediction = method(*args, **extra)
+    seconds = time.perf_counter() - started
+    value, similarity = score(prediction, item.truth)
+    return prediction, FrameScore(benchmark, item.sample, item.frame, method.name, value, similarity, seconds, item.t)
+
+
+def _keep_worst(heap: list[tuple[float, int, WorstFrame]], size: int, counter: int, frame: FrameScore,
+                prediction: np.ndarray, truth: np.ndarray) -> None:
+    """Keep the ``size`` worst frames of a method in ``heap`` (ties: the earlier frame stays)."""
+    entry = (-frame.psnr, counter, WorstFrame(frame.method, frame.sample, frame.frame, frame.psnr, frame.ssim, prediction,
+                                             truth, frame.t))
+    if len(heap) < size:
+        heapq.heappush(heap, entry)
+    elif entry[0] > heap[0][0]:
+        heapq.heapreplace(heap, entry)
+
+
+def _begin_sample(methods: Sequence[Method], sample: Sample, warm: set[str]) -> None:
+    for method in methods:
+        begin = getattr(method, "begin_sample", None)
+        if begin is not None:  # e.g. adapting to the sample's input frames (evaluation.adapted)
+            begin(sample)
+            warm.discard(method.name)  # a new network: its first call pays the warm-up again
+
+
+def _finished(result: Evaluation, heaps: dict[str, list[tuple[float, int, WorstFrame]]]) -> Evaluation:
+    if not result.frames:
+        reasons = f": {result.skipped[0].sample}: {result.skipped[0].reason}" if result.skipped else ""
+        raise InputError(f"no {result.benchmark} triplet could be scored ({len(result.skipped)} skipped){reasons}")
+    result.worst = {name: [e[2] for e in sorted(heap, key=lambda e: (-e[0], e[1]))] for name, heap in heaps.items()}
+    return result
+
+
 def run_evaluation(
     dataset: Dataset,
     methods: Sequence[Method],
@@ -281,11 +324,7 @@ def run_evaluation(
             expected = min(expected, limit - done)
         first_frame = len(result.frames)
         sample_done = 0
-        for method in methods:
-            begin = getattr(method, "begin_sample", None)
-            if begin is not None:  # e.g. adapting to the sample's input frames (evaluation.adapted)
-                begin(sample)
-                warm.discard(method.name)  # a new network: its first call pays the warm-up again
+        _begin_sample(methods, sample, warm)
         items = sample.read()
         try:
             for item in items:
@@ -299,27 +338,11 @@ def run_evaluation(
                     if on_step:
                         on_step(Step(sample.name, number, len(dataset.samples), method.name, sample_done, expected,
                                      done, total))
-                    # Two arguments at the midpoint, so that predictors written before t existed still run there.
-                    args = (item.first, item.second) if item.t == 0.5 else (item.first, item.second, item.t)
-                    extra = {"before": item.before, "after": item.after} if getattr(method, "takes_neighbours", False) else {}
-                    if method.name not in warm:
-                        method(*args, **extra)  # the warm-up call, not timed
-                        warm.add(method.name)
-                    started = time.perf_counter()
-                    prediction = method(*args, **extra)
-                    seconds = time.perf_counter() - started
-                    value, similarity = score(prediction, item.truth)
-                    result.frames.append(FrameScore(dataset.benchmark, item.sample, item.frame, method.name, value, similarity,
-                                                    seconds, item.t))
+                    prediction, frame = _score(method, item, dataset.benchmark, warm)
+                    result.frames.append(frame)
                     if keep_worst:
                         counter += 1
-                        entry = (-value, counter, WorstFrame(method.name, item.sample, item.frame, value, similarity, prediction,
-                                                             item.truth, item.t))
-                        heap = heaps[method.name]
-                        if len(heap) < keep_worst:
-                            heapq.heappush(heap, entry)
-                        elif entry[0] > heap[0][0]:
-                            heapq.heapreplace(heap, entry)
+                        _keep_worst(heaps[method.name], keep_worst, counter, frame, prediction, item.truth)
                 done += 1
                 sample_done += 1
                 if progress:
@@ -333,11 +356,7 @@ def run_evaluation(
         if on_sample and sample_done:
             scored = result.frames[first_frame:]
             on_sample(result._sample_scores(scored[0].sample, scored))
-    if not result.frames:
-        reasons = f": {result.skipped[0].sample}: {result.skipped[0].reason}" if result.skipped else ""
-        raise InputError(f"no {dataset.benchmark} triplet could be scored ({len(result.skipped)} skipped){reasons}")
-    result.worst = {name: [e[2] for e in sorted(heap, key=lambda e: (-e[0], e[1]))] for name, heap in heaps.items()}
-    return result
+    return _finished(result, heaps)
 
 
 def _open_for_writing(path: Path, newline: str | None = None):  # noqa: ANN202
