@@ -96,11 +96,13 @@ def flow_prior(frame0: Tensor, frame1: Tensor, max_width: int = MAX_FLOW_WIDTH,
     grey0, grey1 = _grey(frame0), _grey(frame1)
     forward = [_one_way(a, b, max_width) for a, b in zip(grey0, grey1)]
     backward = [_one_way(b, a, max_width) for a, b in zip(grey0, grey1)] if both else None
+    return (_flow_tensor(forward, frame0.device),
+            _flow_tensor(backward, frame0.device) if backward is not None else None)
 
-    def to_tensor(flows: list[np.ndarray]) -> Tensor:
-        return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous().to(frame0.device)
 
-    return to_tensor(forward), to_tensor(backward) if backward is not None else None
+def _flow_tensor(flows: list[np.ndarray], device: torch.device) -> Tensor:
+    """OpenCV (H, W, 2) flows as one (N, 2, H, W) tensor on ``device``."""
+    return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous().to(device)
 
 
 def _time(t: float | Tensor, like: Tensor) -> Tensor:
@@ -174,7 +176,7 @@ class FlowMemo:
                     while len(self._flows) > self.size:
                         self._flows.pop(next(iter(self._flows)))
             out.append(flow)
-        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous().to(frames_a.device)
+        return _flow_tensor(out, frames_a.device)
 
 
 def _one_way(grey_a: np.ndarray, grey_b: np.ndarray, max_width: int) -> np.ndarray:
