@@ -128,6 +128,8 @@ def _default_workers() -> int:
               help="AdaMax (the SepConv paper's) or Adam.")
 @click.option("--warmup", "warmup_steps", type=click.IntRange(0), default=0, show_default=True,
               help="Ramp the learning rate up linearly over this many steps (fine-tuning: a few hundred).")
+@click.option("--clip-grad", type=click.FloatRange(0), default=0.0, show_default=True, metavar="NORM",
+              help="Rescale a step's gradients whose global norm exceeds NORM (0: off; logged as grad_norm).")
 @click.option("--lr-decay-every", type=click.IntRange(0), default=0, show_default=True,
               help="Multiply the learning rate by --lr-decay-factor every N epochs (0: constant).")
 @click.option("--lr-decay-factor", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,

@@ -38,7 +38,10 @@ class TrainConfig:
     warm-up from lr/warmup_steps to lr over the first ``warmup_steps`` steps (fine-tuning a
     converged network needs one: AdaMax's first steps move every weight by about lr whatever
     its gradient, because its denominator starts at |g|); step decay by ``lr_decay_factor``
-    every ``lr_decay_epochs`` epochs (0: constant). ``batch_size`` is global (all processes).
+    every ``lr_decay_epochs`` epochs (0: constant). ``clip_grad``: the largest gradient norm
+    a step applies (rescaled above it; 0: no clipping), so that one batch far from the rest
+    cannot throw a converged network into saturated heads it never leaves. ``batch_size``
+    is global (all processes).
     Stopping: after ``epochs`` epochs, ``max_steps`` optimizer steps or ``time_budget``
     seconds, whichever comes first (None: no limit).
     ``losses``: specs for ``losses.parse_losses`` (empty: the model's paper objective).
@@ -79,6 +82,7 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str = "adamax"
     warmup_steps: int = 0
+    clip_grad: float = 0.0
     lr_decay_epochs: int = 0
     lr_decay_factor: float = 0.5
     epochs: int | None = 50

@@ -62,10 +62,11 @@ class _Window:
     values: torch.Tensor
     steps: int = 0
     seconds: float = 0.0
+    grad_max: float = 0.0  # the largest step's gradient norm: a spike is what a mean hides
 
     def reset(self) -> None:
         self.values.zero_()
-        self.steps, self.seconds = 0, 0.0
+        self.steps, self.seconds, self.grad_max = 0, 0.0, 0.0
 
 
 class Trainer:
@@ -312,7 +313,7 @@ class Trainer:
     def _start_writer(self) -> None:
         """The run folder's writer, and config.json (rank 0); a resume drops the metrics it redoes."""
         c, env = self.config, self.env
-        self.writer = RunWriter(self.run_dir, self.objective.names, self.note)
+        self.writer = RunWriter(self.run_dir, [*self.objective.names, "grad_norm", "grad_max"], self.note)
         if self.resume:
             self.writer.reload_metrics(self.step)
         self.writer.write_json("config.json", {
@@ -371,7 +372,7 @@ class Trainer:
         """Epochs until a limit, the time budget or Ctrl-C stops the run; returns which."""
         self._started = time.perf_counter()
         self._rate = 0.0
-        window = _Window(torch.zeros(len(self.objective.names) + 1, dtype=torch.float64))
+        window = _Window(torch.zeros(len(self.objective.names) + 2, dtype=torch.float64))  # loss, terms, grad norm
         with _graceful_stop() as interrupt:
             while True:
                 reason = self._limit_reached() or self._epoch(interrupt, window)
@@ -432,6 +433,7 @@ class Trainer:
         """Progress after every step; a "train" row of metrics every ``log_every`` steps and at an epoch's end."""
         c = self.config
         window.values += values
+        window.grad_max = max(window.grad_max, float(values[-1]))
         window.steps += 1
         window.seconds += seconds
         # Training throughput (data loading included, validation and checkpoints not).
@@ -440,12 +442,13 @@ class Trainer:
         self.progress(TrainProgress(self.step, self.total_steps, self.epoch, float(values[0]), rate,
                                     self.start_psnr, self.best.get("psnr")))
         if self.env.main and (self.step % c.log_every == 0 or self.epoch_step == self.steps_per_epoch):
-            names = self.objective.names
+            names = [*self.objective.names, "grad_norm"]
             mean = (window.values / window.steps).tolist()
             self.writer.log({
                 "kind": "train", "step": self.step, "epoch": self.epoch,
                 "time": round(self.trained_seconds, 2), "lr": self.optimizer.param_groups[0]["lr"],
-                "loss": mean[0], **dict(zip(names, mean[1:])), "samples_per_s": round(rate, 3),
+                "loss": mean[0], **dict(zip(names, mean[1:])), "grad_max": window.grad_max,
+                "samples_per_s": round(rate, 3),
             })
             window.reset()
 
@@ -495,9 +498,13 @@ class Trainer:
             total, terms = self.objective(prediction, middle, flipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)  # the norm (and the clip) of the true gradients, not the fp16-scaled ones
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        limit = self.config.clip_grad if self.config.clip_grad > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, limit)  # the norm before clipping
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return torch.stack([total.detach(), *(terms[n].detach() for n in self.objective.names)]).float()
+        return torch.stack([total.detach(), *(terms[n].detach() for n in self.objective.names), norm.detach()]).float()
 
     def _limit_reached(self) -> str | None:
         c = self.config
