@@ -92,21 +92,21 @@ def test_a_quadratic_network_widened_from_linear_weights_is_exactly_the_linear_o
     # The shipped weights are four-frame themselves now, so the linear network to widen is
     # their architecture with quadratic=False and a head moved off zero (a trained one's).
     base = load_weights("weights/flowsep.pt").config.__dict__
-    shipped = build_model("flowsep", dict(FlowSepConfig(**{**base, "quadratic": False}).__dict__))
+    linear = build_model("flowsep", dict(FlowSepConfig(**{**base, "quadratic": False}).__dict__))
     torch.manual_seed(7)
     with torch.no_grad():
-        for parameter in shipped.parameters():
+        for parameter in linear.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.01)
-    shipped.eval()
+    linear.eval()
     config = dict(FlowSepConfig(**{**base, "quadratic": True}).__dict__)
     widened = build_model("flowsep", config)
-    widened.load_state_dict(widen_state_dict(shipped.state_dict(), widened))
+    widened.load_state_dict(widen_state_dict(linear.state_dict(), widened))
     widened.eval()
     frames = [accelerating(tau, 64, 96) for tau in (-1, 0, 1, 2)]
     neighbours = neighbour_flows(*frames)
     with torch.no_grad():
         for t in (0.3, 0.5):
-            expected = shipped(frames[1], frames[2], t=t)
+            expected = linear(frames[1], frames[2], t=t)
             assert torch.equal(widened(frames[1], frames[2], t=t, neighbours=neighbours), expected)
             assert torch.equal(widened(frames[1], frames[2], t=t), expected)
 

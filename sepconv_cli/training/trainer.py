@@ -313,7 +313,7 @@ class Trainer:
     def _start_writer(self) -> None:
         """The run folder's writer, and config.json (rank 0); a resume drops the metrics it redoes."""
         c, env = self.config, self.env
-        self.writer = RunWriter(self.run_dir, [*self.objective.names, "grad_norm", "grad_max"], self.note)
+        self.writer = RunWriter(self.run_dir, [*self._averaged, "grad_max"], self.note)
         if self.resume:
             self.writer.reload_metrics(self.step)
         self.writer.write_json("config.json", {
@@ -372,7 +372,7 @@ class Trainer:
         """Epochs until a limit, the time budget or Ctrl-C stops the run; returns which."""
         self._started = time.perf_counter()
         self._rate = 0.0
-        window = _Window(torch.zeros(len(self.objective.names) + 2, dtype=torch.float64))  # loss, terms, grad norm
+        window = _Window(torch.zeros(1 + len(self._averaged), dtype=torch.float64))  # the loss, then _averaged
         with _graceful_stop() as interrupt:
             while True:
                 reason = self._limit_reached() or self._epoch(interrupt, window)
@@ -442,12 +442,11 @@ class Trainer:
         self.progress(TrainProgress(self.step, self.total_steps, self.epoch, float(values[0]), rate,
                                     self.start_psnr, self.best.get("psnr")))
         if self.env.main and (self.step % c.log_every == 0 or self.epoch_step == self.steps_per_epoch):
-            names = [*self.objective.names, "grad_norm"]
             mean = (window.values / window.steps).tolist()
             self.writer.log({
                 "kind": "train", "step": self.step, "epoch": self.epoch,
                 "time": round(self.trained_seconds, 2), "lr": self.optimizer.param_groups[0]["lr"],
-                "loss": mean[0], **dict(zip(names, mean[1:])), "grad_max": window.grad_max,
+                "loss": mean[0], **dict(zip(self._averaged, mean[1:])), "grad_max": window.grad_max,
                 "samples_per_s": round(rate, 3),
             })
             window.reset()
@@ -500,11 +499,17 @@ class Trainer:
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)  # the norm (and the clip) of the true gradients, not the fp16-scaled ones
         params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-        limit = self.config.clip_grad if self.config.clip_grad > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, limit)  # the norm before clipping
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # logged before any clipping
+        if self.config.clip_grad > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.clip_grad, norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return torch.stack([total.detach(), *(terms[n].detach() for n in self.objective.names), norm.detach()]).float()
+
+    @property
+    def _averaged(self) -> list[str]:
+        """What a "train" row averages after the loss, in the order ``_train_step`` returns it."""
+        return [*self.objective.names, "grad_norm"]
 
     def _limit_reached(self) -> str | None:
         c = self.config
