@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from sepconv_cli.errors import DeviceError
 from sepconv_cli.ext import op_impl as use_op_impl
 from sepconv_cli.ext.separable_conv import CompiledKernelUnavailable
-from sepconv_cli.flow import FlowMemo, Neighbours, Surroundings
+from sepconv_cli.flow import FlowMemo, Grey, Neighbours, Surroundings, greys
 from sepconv_cli.models.blocks import joint_normalisation
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -178,16 +178,17 @@ class Interpolator:
         context = self._pad_context
         if self.any_time:
             extra["t"] = times.to(self.device).expand(frame1.shape[0]) if times.numel() == 1 else times.to(self.device)
-        if needs_flow and self.wants_neighbours:
-            f01, f10 = self._memo(frame1, frame2), self._memo(frame2, frame1)
+        if needs_flow:
+            if self.wants_neighbours:
+                grey1, grey2 = greys(frame1), greys(frame2)
+                f01, f10 = self._memo(grey1, grey2, self.device), self._memo(grey2, grey1, self.device)
+                if neighbours is not None:
+                    extra["neighbours"] = self._neighbours(frame1, grey1, grey2, neighbours)
+            else:
+                f01, f10 = _pair_flows(frame1, frame2)
             extra["flows"] = (f01, f10)
-            if neighbours is not None:
-                extra["neighbours"] = self._neighbours(frame1, frame2, neighbours)
-        elif needs_flow:
-            f01, f10 = _pair_flows(frame1, frame2)
-            extra["flows"] = (f01, f10)
-            reach = float(torch.cat([f01, f10], 1).abs().amax()) if f01.numel() else 0.0
             # Cap: beyond this a tile would be mostly context; such motion is rare and DIS unreliable there.
+            reach = _flow_reach(f01, f10, extra.get("neighbours"))  # type: ignore[arg-type]
             context = max(context, self._round(min(int(math.ceil(reach)) + self._pad_context, 512)))
         pad_h, pad_w = self._round(height) - height, self._round(width) - width
         if pad_h or pad_w:
@@ -207,15 +208,17 @@ class Interpolator:
             raise DeviceError(f"op implementation 'compiled': {error}") from None
         return output[..., :height, :width].clamp_(0, 1).float().cpu()
 
-    def _neighbours(self, frame1: torch.Tensor, frame2: torch.Tensor, around: Surroundings) -> Neighbours:
+    def _neighbours(self, frame1: torch.Tensor, grey1: list[Grey], grey2: list[Grey], around: Surroundings) -> Neighbours:
         """Flows to the frames around the pair (rows without valid neighbours get zeros, no DIS)."""
         valid = around.valid.to(torch.bool).cpu()
         f0m = torch.zeros_like(frame1[:, :2])
         f12 = torch.zeros_like(frame1[:, :2])
         if valid.any():
-            rows = valid.nonzero().flatten().to(frame1.device)
-            f0m[rows] = self._memo(frame1[rows], around.before.to(frame1.device, torch.float32)[rows])
-            f12[rows] = self._memo(frame2[rows], around.after.to(frame1.device, torch.float32)[rows])
+            rows = valid.nonzero().flatten().tolist()
+            index = torch.tensor(rows, device=frame1.device)
+            before, after = greys(around.before[rows].float()), greys(around.after[rows].float())
+            f0m[index] = self._memo([grey1[r] for r in rows], before, self.device)
+            f12[index] = self._memo([grey2[r] for r in rows], after, self.device)
         on = {"dtype": torch.float32, "device": self.device}
         mask = around.valid.to(**on)
         one = torch.ones_like(mask)  # rows without neighbours: any positive gap, the correction is off
@@ -255,6 +258,19 @@ class Interpolator:
                 bottom, right = min(top + tile, height), min(left + tile, width)
                 output[..., top:bottom, left:right] = result[..., top - y0 : bottom - y0, left - x0 : right - x0]
         return output
+
+
+def _flow_reach(f01: torch.Tensor, f10: torch.Tensor, neighbours: Neighbours | None) -> float:
+    """How far (px) the synthesis may sample from a pixel: the largest pair flow, and with
+    neighbours the largest quadratic correction on top, which is at most
+    (|F0m|/b + |F01|)/(4(1 + b)) ≤ (2·|F0m| + |F01|)/6 for gaps b ≥ 1/2 (the engine's range)."""
+    if not f01.numel():
+        return 0.0
+    pair = float(torch.maximum(f01.abs().amax(), f10.abs().amax()))
+    if neighbours is None:
+        return pair
+    around = float(torch.maximum(neighbours.f0m.abs().amax(), neighbours.f12.abs().amax()))
+    return pair + (2 * around + pair) / 6
 
 
 def _pair_flows(frame1: torch.Tensor, frame2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,12 +36,15 @@ from torch.nn import functional as F
 from sepconv_cli.ext.separable_conv import Extension, select_extension
 
 __all__ = [
+    "FlowMemo",
     "FlowPrior",
+    "Grey",
     "Neighbours",
     "Surroundings",
     "baseline",
     "dis_flows",
     "flow_prior",
+    "greys",
     "intermediate_flows",
     "neighbour_flows",
     "quadratic_flows",
@@ -144,39 +147,53 @@ class Neighbours:
         return Neighbours(self.f0m[..., rows, cols], self.f12[..., rows, cols], self.before, self.after, self.valid)
 
 
+@dataclass(frozen=True)
+class Grey:
+    """One frame as DIS sees it: its (H, W) uint8 grey image and a hash of that image."""
+
+    image: np.ndarray
+    key: bytes
+
+
+def greys(frames: Tensor) -> list[Grey]:
+    """Each of (N, 3, H, W) frames in [0, 1] as a ``Grey``, for ``FlowMemo``."""
+    import hashlib
+
+    return [Grey(image, hashlib.blake2b(image.tobytes(), digest_size=16).digest()) for image in _grey(frames)]
+
+
 class FlowMemo:
     """DIS flows between frames by content, remembered for the last ``size`` frame pairs.
 
     A stream's four-frame motion needs F(i→i−1) and F(i+1→i+2) beside the pair's own two
     flows, and those are the neighbouring pairs' own flows: remembered, every flow is
     computed once and four-frame motion costs no extra DIS. Frames are keyed by a hash of
-    their grey image (about 1 ms at 720p, against 40 ms for one DIS call).
+    their grey image (about 1 ms at 720p, against 40 ms for one DIS call); the caller
+    makes each frame's ``Grey`` once (``greys``) and uses it for every flow from or to it,
+    since the grey conversion costs several times the hash.
     """
 
     def __init__(self, size: int = 12) -> None:
         self.size = size
-        self._flows: dict[tuple[bytes, bytes, int], Tensor] = {}
+        self._flows: dict[tuple[bytes, bytes, int], np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, frames_a: Tensor, frames_b: Tensor, max_width: int = MAX_FLOW_WIDTH) -> Tensor:
-        """The flow from each of ``frames_a`` to the matching ``frames_b``, (N, 2, H, W) on their device."""
-        import hashlib
-
-        greys_a, greys_b = _grey(frames_a), _grey(frames_b)
-        keys = [(hashlib.blake2b(a.tobytes(), digest_size=16).digest(), hashlib.blake2b(b.tobytes(), digest_size=16).digest(),
-                 max_width) for a, b in zip(greys_a, greys_b)]
+    def __call__(self, sources: list[Grey], targets: list[Grey], device: torch.device | str = "cpu",
+                 max_width: int = MAX_FLOW_WIDTH) -> Tensor:
+        """The flow from each of ``sources`` to the matching ``targets``, (N, 2, H, W) on ``device``."""
         out = []
-        for k, key in enumerate(keys):
+        for a, b in zip(sources, targets, strict=True):
+            key = (a.key, b.key, max_width)
             with self._lock:
                 flow = self._flows.get(key)
             if flow is None:
-                flow = _one_way(greys_a[k], greys_b[k], max_width)
+                flow = _one_way(a.image, b.image, max_width)
                 with self._lock:
                     self._flows[key] = flow
                     while len(self._flows) > self.size:
                         self._flows.pop(next(iter(self._flows)))
             out.append(flow)
-        return _flow_tensor(out, frames_a.device)
+        return _flow_tensor(out, torch.device(device))
 
 
 def _one_way(grey_a: np.ndarray, grey_b: np.ndarray, max_width: int) -> np.ndarray:

@@ -264,3 +264,15 @@ def test_a_quadratic_run_widened_from_linear_weights_starts_where_they_were_and_
     assert start("quadratic-run") == start("linear-run")
     trained = load_weights(tmp_path / "quadratic-run" / "weights.pt")
     assert trained.config.quadratic and trained.head.weight[-2:].abs().sum() > 0  # α learned something
+
+
+def test_the_tiling_reach_covers_the_quadratic_flows() -> None:
+    from sepconv_cli.engine import _flow_reach
+
+    torch.manual_seed(3)
+    for before, after in ((1.0, 1.0), (0.5, 2.0), (2.0, 0.5)):
+        f01, f10, f0m, f12 = (torch.randn(2, 2, 16, 16) * scale for scale in (4, 4, 12, 12))
+        q0, q1 = quadratic_flows(f01, f10, f0m, f12, torch.rand(2), before, after)
+        reach = _flow_reach(f01, f10, Neighbours(f0m, f12, before, after))
+        assert float(torch.cat([q0, q1]).abs().amax()) <= reach
+        assert reach > _flow_reach(f01, f10, None)

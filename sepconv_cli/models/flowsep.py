@@ -217,17 +217,16 @@ class FlowSep(nn.Module):
         synthesis upsamples it with the rest and the fused op's gradient reaches α.
         """
         n, k = self.config.kernel_size, self.per_frame
-        base, alpha = params[:, : 2 * k + 3], (ALPHA_SCALE * params[:, 2 * k + 3 :]).clamp(*ALPHA_RANGE)
-        shifts = []
+        alpha = (ALPHA_SCALE * params[:, 2 * k + 3 :]).clamp(*ALPHA_RANGE)
+        # Added in place on the frame's dy and dx slices: building zero-padded shift maps
+        # for every channel and concatenating them cost a third of a DIS call at 720p.
+        steered = params[:, : 2 * k + 3].clone()
         for f in range(2):
             move = alpha[:, f : f + 1] * deltas[:, 2 * f : 2 * f + 2]  # (B, 2, h, w): dx, dy
-            zeros = base.new_zeros(base.shape[0], 2 * n, *base.shape[-2:])
-            tail = base.new_zeros(base.shape[0], n * n, *base.shape[-2:])
-            dy = move[:, 1:2].expand(-1, n * n, -1, -1)
-            dx = move[:, 0:1].expand(-1, n * n, -1, -1)
-            shifts.append(torch.cat([zeros, dy, dx, tail], 1))
-        shifts.append(base.new_zeros(base.shape[0], 3, *base.shape[-2:]))
-        return base + torch.cat(shifts, 1)
+            dy = f * k + 2 * n  # each frame's parameters: v (n), h (n), dy (n²), dx (n²), mask (n²)
+            steered[:, dy : dy + n * n] += move[:, 1:2]
+            steered[:, dy + n * n : dy + 2 * n * n] += move[:, 0:1]
+        return steered
 
 
 def widen_state_dict(state: dict[str, Tensor], network: FlowSep) -> dict[str, Tensor]:
