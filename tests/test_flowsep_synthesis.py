@@ -70,6 +70,38 @@ def test_compiled_forward_matches_composition(low: bool, taps: int) -> None:
 
 
 @needs_cxx
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("t", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize(("batch", "height", "width", "taps", "low"), [
+    (1, 13, 45, 3, True),  # odd sizes: the head is not exactly half the frame
+    (2, 10, 70, 3, True),  # exactly half, the network's case; 70 = 2 blocks of 32 lanes + 6
+    (2, 7, 33, 5, False),  # a full-resolution head; one pixel past a block
+    (1, 5, 3, 1, True),  # narrower than a block
+])
+def test_cpu_forward_matches_composition_at_the_borders(
+    dtype: torch.dtype, t: float, batch: int, height: int, width: int, taps: int, low: bool,
+) -> None:
+    """The vectorised CPU forward against the composition: partial blocks of lanes, odd sizes,
+    both head resolutions, the gates and prior weights of t = 0, 0.5, 1, and flows that send
+    a third of the taps up to three frame sizes outside, so every clamp is taken."""
+    from sepconv_cli.models.flowsep import gate
+
+    inputs = make_inputs(batch, height, width, taps, low=low, dtype=dtype, seed=7)
+    gen = torch.Generator().manual_seed(8)
+    reach = 3 * max(height, width)
+    flows = []
+    for flow in inputs[3:5]:
+        far = (torch.rand(flow.shape, generator=gen, dtype=dtype) < 1 / 3).to(dtype)
+        flows.append(flow + far * (torch.rand(flow.shape, generator=gen, dtype=dtype) - 0.5) * 2 * reach)
+    weight0 = inputs[5] if t == 0.5 else torch.full_like(inputs[5], 1 - t)  # 0 and 1: the log's clamps
+    inputs = (*inputs[:3], *flows, weight0, inputs[6], gate(torch.full((batch,), t, dtype=dtype)), taps)
+    extension = select_extension(KERNELS, torch.device("cpu"))
+    assert extension is not None
+    tolerance = {"rtol": 0, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(extension.forward(*inputs), flowsep_synthesis_reference(*inputs), **tolerance)
+
+
+@needs_cxx
 def test_float32_and_channels_last_params() -> None:
     inputs = make_inputs(dtype=torch.float32, height=16, width=32)
     params = inputs[6].contiguous(memory_format=torch.channels_last)
