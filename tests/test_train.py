@@ -425,3 +425,157 @@ def test_clip_grad_bounds_the_applied_gradient_and_logs_the_norm_before_it(cache
 def test_train_rows_carry_the_gradient_norm(trained: Path) -> None:
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
     assert all(0 < r["grad_norm"] <= r["grad_max"] and np.isfinite(r["grad_max"]) for r in rows)
+
+
+# --------------------------------------------------------------------------------------
+# The weights' moving average (--ema)
+
+
+def test_weight_average_follows_the_warmed_up_decay_worked_by_hand() -> None:
+    from sepconv_cli.training import WeightAverage, warm_decay
+
+    assert [warm_decay(0.999, n) for n in (0, 1, 90)] == pytest.approx([0.1, 2 / 11, 0.91])
+    assert [warm_decay(0.5, n) for n in (7, 8, 9, 50)] == pytest.approx([8 / 17, 0.5, 0.5, 0.5])
+    torch.manual_seed(0)
+    live = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in live.state_dict().items()}
+    average = WeightAverage(live, 0.5)
+    assert all(torch.equal(average.module.state_dict()[k], start[k]) for k in start)  # n = 0: the start itself
+    names = [name for name, _ in live.named_parameters()]
+    expected = {name: start[name].double() for name in names}
+    generator = torch.Generator().manual_seed(1)
+    for n in range(12):  # past n = 8, where the warm-up (1 + n) / (10 + n) reaches the decay 0.5
+        with torch.no_grad():
+            for name, p in live.named_parameters():
+                p.copy_(torch.randn(p.shape, generator=generator))
+            live[1].running_mean.fill_(n)
+            live[1].num_batches_tracked.fill_(n)
+        d = min(0.5, (1 + n) / (10 + n))
+        for name, p in live.named_parameters():
+            expected[name] = d * expected[name] + (1 - d) * p.detach().double()
+        average.update(live)
+    assert average.updates == 12
+    state = average.module.state_dict()
+    for name in names:
+        assert torch.allclose(state[name].double(), expected[name], atol=1e-6), name
+        assert not torch.allclose(state[name], live.state_dict()[name], atol=1e-3), name  # an average, not a copy
+    assert float(state["1.running_mean"][0]) == 11 and int(state["1.num_batches_tracked"]) == 11  # buffers copied
+    # Saved and restored, it goes on exactly as the one that was never stopped.
+    restored = WeightAverage(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)), 0.5)
+    restored.load_state_dict(average.state_dict())
+    assert restored.updates == 12
+    for one in (average, restored):
+        one.update(live)
+    assert all(torch.equal(average.module.state_dict()[k], restored.module.state_dict()[k]) for k in start)
+
+
+def stored_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    """A weights file's tensors as written (int8 entries as their dequantised values)."""
+    from sepconv_cli.models.registry import dequantise, read_weights_file
+
+    tensors = read_weights_file(weights)["tensors"]
+    return {k: dequantise(v) if isinstance(v, dict) else v for k, v in tensors.items()}
+
+
+def as_stored(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` as ``save_weights`` writes a SepConv (large weights through int8 and back)."""
+    from sepconv_cli.models.registry import QUANTISE_MIN_ELEMENTS, dequantise, quantise
+
+    return {k: dequantise(quantise(v)) if v.dim() >= 2 and v.numel() >= QUANTISE_MIN_ELEMENTS else v.float()
+            for k, v in state.items()}
+
+
+def test_ema_run_validates_samples_and_exports_the_average_while_the_live_weights_train_on(
+        cache: Path, trained: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = [*TINY_ARGS, "--data", str(cache), "--init", str(trained / "weights.pt"), "--validate-init",
+              "--max-steps", "6", "--val-fraction", "0.2", "--samples", "2", "--lr", "3e-3"]
+    for name, extra in (("plain", []), ("ema", ["--ema", "0.9"])):
+        result = runner.invoke(cli, ["train", *common, *extra, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    plain, ema = read_checkpoint(tmp_path / "plain" / "checkpoints" / "last.ckpt"), read_checkpoint(
+        tmp_path / "ema" / "checkpoints" / "last.ckpt")
+    assert plain["ema"] is None and (ema["ema"]["decay"], ema["ema"]["updates"]) == (0.9, 6)
+    # The average takes nothing from the training: the live weights are the plain run's, bit for bit.
+    assert all(torch.equal(plain["model_state"][k], ema["model_state"][k]) for k in plain["model_state"])
+    live, averaged = ema["model_state"], ema["ema"]["state"]
+    assert max(float((averaged[k] - live[k]).abs().max()) for k in live) > 1e-4
+    exported, expected = stored_tensors(tmp_path / "ema" / "weights.pt"), as_stored(averaged)
+    assert all(torch.equal(exported[k], expected[k]) for k in expected)  # weights.pt is the average ...
+    stored_live = as_stored(live)
+    assert not all(torch.equal(exported[k], stored_live[k]) for k in stored_live)  # ... not the live weights
+    # Validated is the average: the same init score at step 0 (the average is the init there), other scores after.
+    def val_rows(name: str) -> list[dict[str, float]]:
+        rows = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in rows if r["kind"] == "val"]
+
+    assert [r["step"] for r in val_rows("ema")] == [0, 4, 6]
+    assert val_rows("ema")[0]["psnr"] == val_rows("plain")[0]["psnr"]
+    assert [r["psnr"] for r in val_rows("ema")[1:]] != [r["psnr"] for r in val_rows("plain")[1:]]
+    best = read_checkpoint(tmp_path / "ema" / "checkpoints" / "best.ckpt")
+    assert best["best"]["psnr"] == pytest.approx(max(r["psnr"] for r in val_rows("ema")), abs=1e-4)
+    from sepconv_cli.training import export_checkpoint
+
+    export_checkpoint(tmp_path / "ema" / "checkpoints" / "best.ckpt", tmp_path / "best.pt")  # what best.pt is
+    exported, expected = stored_tensors(tmp_path / "best.pt"), as_stored(best["ema"]["state"])
+    assert all(torch.equal(exported[k], expected[k]) for k in expected)
+    sheet = "samples/epoch_001.png"  # the prediction column is the average's
+    assert (tmp_path / "ema" / sheet).read_bytes() != (tmp_path / "plain" / sheet).read_bytes()
+
+
+def test_resume_continues_the_average_exactly_and_starts_one_for_a_run_without(cache: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    train(tiny_config(cache, max_steps=7, ema=0.9), tmp_path / "whole")
+    train(tiny_config(cache, max_steps=3, ema=0.9), tmp_path / "parts")
+    result = runner.invoke(cli, ["train", "--resume", str(tmp_path / "parts"), "--max-steps", "7"])
+    assert result.exit_code == 0, result.output
+    whole = read_checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    parts = read_checkpoint(tmp_path / "parts" / "checkpoints" / "last.ckpt")
+    assert whole["ema"]["updates"] == parts["ema"]["updates"] == 7
+    for key in ("model_state", "ema"):
+        a, b = (whole[key], parts[key]) if key == "model_state" else (whole[key]["state"], parts[key]["state"])
+        assert all(torch.equal(a[k], b[k]) for k in a), key
+    a, b = stored_tensors(tmp_path / "whole" / "weights.pt"), stored_tensors(tmp_path / "parts" / "weights.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A run without an average (or from before --ema) resumed with one: it starts from the live weights.
+    train(tiny_config(cache, max_steps=3), tmp_path / "old")
+    before = model_state(tmp_path / "old")
+    result = runner.invoke(cli, ["train", "--resume", str(tmp_path / "old"), "--max-steps", "4", "--ema", "0.9"])
+    assert result.exit_code == 0, result.output
+    after = read_checkpoint(tmp_path / "old" / "checkpoints" / "last.ckpt")
+    assert after["config"]["ema"] == 0.9 and after["ema"]["updates"] == 1
+    for k, value in after["ema"]["state"].items():  # one update at n = 0: decay 0.1
+        assert torch.allclose(value, 0.1 * before[k] + 0.9 * after["model_state"][k], atol=1e-7, rtol=1e-6), k
+    assert max(float((after["ema"]["state"][k] - after["model_state"][k]).abs().max()) for k in before) > 1e-5
+
+
+def test_ema_outside_zero_to_one_is_refused_in_one_line(cache: Path, tmp_path: Path) -> None:
+    for value in ("1.5", "1", "-0.1", "nan"):
+        result = CliRunner().invoke(cli, ["train", *TINY_ARGS, "--data", str(cache), "--out", str(tmp_path / "run"),
+                                          "--max-steps", "1", "--ema", value])
+        errors = [line for line in result.output.splitlines() if "rror" in line]
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+        assert "Traceback" not in result.output and len(errors) == 1, result.output
+        assert "--ema" in errors[0] and "not a decay in [0, 1)" in errors[0], errors
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SepconvError, match="--ema 1.0: the decay must be at least 0"):  # the library refuses it too
+        train(tiny_config(cache, ema=1.0), tmp_path / "lib")
+
+
+def test_torchrun_with_ema_averages_the_synchronised_weights(cache: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "sepconv_cli", "train", "--data", str(cache), "--out", str(tmp_path / "ddp"), *TINY_ARGS,
+               "--max-steps", "3", "--val-fraction", "0.2", "--device", "cpu", "--ema", "0.9"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["ranks_in_sync"]
+    ddp = read_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.ckpt")["ema"]
+    assert ddp["updates"] == 3
+    exported, expected = stored_tensors(tmp_path / "ddp" / "weights.pt"), as_stored(ddp["state"])
+    assert all(torch.equal(exported[k], expected[k]) for k in expected)
+    # The same global batches on one process: the same average, up to the all-reduce's rounding.
+    train(tiny_config(cache, max_steps=3, ema=0.9, lr=1e-3), tmp_path / "single")  # the command's lr
+    single = read_checkpoint(tmp_path / "single" / "checkpoints" / "last.ckpt")["ema"]["state"]
+    gap = max(float((ddp["state"][k] - single[k]).abs().max()) for k in single)
+    assert gap < 1e-5, gap

@@ -83,6 +83,13 @@ def _default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def _decay(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # Not a FloatRange: that lets NaN through, and its "0<=x<1" does not say what 1 would mean.
+    if not 0 <= value < 1:
+        raise click.BadParameter(f"{value:g} is not a decay in [0, 1) (0 turns the average off; 1 would never move)")
+    return value
+
+
 @click.command()
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False),
               help="Patch cache from 'sepconv prepare' [default: $SEPCONV_CACHE, else ./cache/patches].")
@@ -130,6 +137,10 @@ def _default_workers() -> int:
               help="Ramp the learning rate up linearly over this many steps (fine-tuning: a few hundred).")
 @click.option("--clip-grad", type=click.FloatRange(0), default=0.0, show_default=True, metavar="NORM",
               help="Rescale a step's gradients whose global norm exceeds NORM (0: off; logged as grad_norm).")
+@click.option("--ema", type=float, default=0.0, show_default=True, metavar="DECAY", callback=_decay,
+              help="Keep an exponential moving average of the weights (decay per step, e.g. 0.999, warmed up over "
+                   "the first steps) and validate, sample and export it instead of the live weights, which train "
+                   "on; steadier scores for picking best.pt when fine-tuning. 0: off.")
 @click.option("--lr-decay-every", type=click.IntRange(0), default=0, show_default=True,
               help="Multiply the learning rate by --lr-decay-factor every N epochs (0: constant).")
 @click.option("--lr-decay-factor", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,

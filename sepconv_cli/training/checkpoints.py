@@ -56,16 +56,26 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def exported_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint exports: its weight average when the run kept one (that is
+    what it validated), else the live weights."""
+    average = checkpoint.get("ema")
+    return average["state"] if average else checkpoint["model_state"]
+
+
 def export_checkpoint(checkpoint: str | Path, path: str | Path) -> Path:
     """Write the network of a training checkpoint as a weights file (no optimizer state)."""
     data = read_checkpoint(checkpoint)
     network = build_model(data["model"], data.get("model_config"))
-    network.load_state_dict(data["model_state"])
-    save_weights(network, path, metadata={
+    network.load_state_dict(exported_state(data))
+    metadata = {
         "trained_by": f"sepconv train {data.get('sepconv_version', __version__)}", "step": data.get("step"),
         "epoch": data.get("epoch"), "best_val_psnr": (data.get("best") or {}).get("psnr"),
         "best_step": (data.get("best") or {}).get("step"),
-    })
+    }
+    if data.get("ema"):
+        metadata["ema"] = {"decay": data["ema"]["decay"], "updates": data["ema"]["updates"]}
+    save_weights(network, path, metadata=metadata)
     return Path(path)
 
 

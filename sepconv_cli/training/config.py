@@ -17,8 +17,9 @@ from sepconv_cli.errors import SepconvError
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam}
 # Options a resumed run may change: when and how it stops and reports, not what it learns.
+# ``ema`` is one: the live weights train the same with or without an average beside them.
 RESUMABLE = frozenset({"epochs", "max_steps", "time_budget", "workers", "device", "log_every", "val_every",
-                       "checkpoint_every", "vgg_weights"})
+                       "checkpoint_every", "vgg_weights", "ema"})
 
 
 class TrainingError(SepconvError):
@@ -41,7 +42,11 @@ class TrainConfig:
     every ``lr_decay_epochs`` epochs (0: constant). ``clip_grad``: the largest gradient norm
     a step applies (rescaled above it; 0: no clipping), so that one batch far from the rest
     cannot throw a converged network into saturated heads it never leaves. ``batch_size``
-    is global (all processes).
+    is global (all processes). ``ema``: the decay of an exponential moving average of the
+    weights (0: none; e.g. 0.999), warmed up as ``min(ema, (1 + n) / (10 + n))`` after n
+    updates; when on, validation, the best checkpoint's choice, the samples, ``best.pt``
+    and ``weights.pt`` are the average's, while the live weights train on (see
+    ``averaging``): small-batch fine-tuning scores too noisily to pick a checkpoint by.
     Stopping: after ``epochs`` epochs, ``max_steps`` optimizer steps or ``time_budget``
     seconds, whichever comes first (None: no limit).
     ``losses``: specs for ``losses.parse_losses`` (empty: the model's paper objective).
@@ -83,6 +88,7 @@ class TrainConfig:
     optimizer: str = "adamax"
     warmup_steps: int = 0
     clip_grad: float = 0.0
+    ema: float = 0.0
     lr_decay_epochs: int = 0
     lr_decay_factor: float = 0.5
     epochs: int | None = 50

@@ -22,6 +22,7 @@ from sepconv_cli.errors import InputError, OutputError, SepconvError, WeightsErr
 from sepconv_cli.flow import Neighbours
 from sepconv_cli.losses import Objective, build_objective, default_losses
 from sepconv_cli.models.registry import MODELS, build_model, load_weights, model_config, save_weights, widened
+from sepconv_cli.training.averaging import WeightAverage
 from sepconv_cli.training.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _atomic_save, _rng_state,
                                               _set_rng_state, export_checkpoint, parameter_digest, read_checkpoint)
 from sepconv_cli.training.config import (OPTIMIZERS, PRECISIONS, Note, ProgressFn, TrainConfig, TrainingError,
@@ -90,6 +91,7 @@ class Trainer:
         self.last_checkpoint_step: int | None = None
         self.validated_step: int | None = None
         self.trained_seconds = 0.0
+        self.average: WeightAverage | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class Trainer:
         self._setup_data()
         if checkpoint is not None:
             self._restore(checkpoint)
+        self._build_average(checkpoint)
 
     def _check_options(self) -> None:
         c = self.config
@@ -118,6 +121,8 @@ class Trainer:
                 raise InputError(f"{name} must be at least 1")
         if c.epochs is None and c.max_steps is None and c.time_budget is None:
             raise InputError("give --epochs, --max-steps or --time-budget (the run would never end)")
+        if not 0 <= c.ema < 1:
+            raise InputError(f"--ema {c.ema}: the decay must be at least 0 (off) and below 1")
         self.per_rank = c.batch_size // self.env.world
         self.channels_last = self.device.type == "cuda" if c.channels_last is None else bool(c.channels_last)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.precision)
@@ -202,6 +207,26 @@ class Trainer:
         self.last_checkpoint_step = self.step
         _set_rng_state(checkpoint["rng"])
 
+    def _build_average(self, checkpoint: dict[str, Any] | None) -> None:
+        """The weights' moving average, when asked for: the checkpoint's, continued; else one
+        started from the network as it is now (the ``init`` weights, or a resumed run's live
+        ones when that run had no average)."""
+        if self.config.ema <= 0:
+            return
+        self.average = WeightAverage(self.network, self.config.ema)
+        stored = checkpoint.get("ema") if checkpoint is not None else None
+        if stored:
+            try:
+                self.average.load_state_dict(stored)
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise InputError(f"the weight average in {self.run_dir}'s checkpoint does not match this "
+                                 f"{self.config.model} network ({str(exc).splitlines()[0][:160]})") from None
+
+    @property
+    def _shipped(self) -> nn.Module:
+        """The network that is validated, sampled and exported: the average when there is one."""
+        return self.average.module if self.average is not None else self.network
+
     # -- checkpoints -------------------------------------------------------------------
 
     def _checkpoint(self) -> dict[str, Any]:
@@ -211,6 +236,7 @@ class Trainer:
             "model": self.config.model,
             "model_config": model_config(self.network),
             "model_state": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "ema": self.average.state_dict() if self.average is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
@@ -239,8 +265,10 @@ class Trainer:
             "losses": self.objective.describe(), "data": self.data_description,
             "best_val_psnr": self.best.get("psnr"), "best_step": self.best.get("step"),
         }
+        if self.average is not None:
+            metadata["ema"] = {"decay": self.average.decay, "updates": self.average.updates}
         try:
-            save_weights(self.network, path, metadata=metadata)
+            save_weights(self._shipped, path, metadata=metadata)
         except OSError as exc:
             raise OutputError(f"cannot write {path} ({exc.strerror or exc})") from None
 
@@ -263,7 +291,7 @@ class Trainer:
                 self.writer.flush_tables()
             return
         # Validation runs in fp32 whatever the training precision: exact scores, and cheap.
-        scores = evaluate(self.network, self.val_loader, self.device, channels_last=self.channels_last)
+        scores = evaluate(self._shipped, self.val_loader, self.device, channels_last=self.channels_last)
         row = {"kind": "val", "step": self.step, "epoch": self.epoch, "time": round(self.trained_seconds, 2),
                "psnr": round(scores["psnr"], 4), "ssim": round(scores["ssim"], 5), "val_l1": round(scores["l1"], 6)}
         self.writer.log(row)
@@ -275,7 +303,7 @@ class Trainer:
         if epoch_end and self.config.samples > 0:
             count = min(self.config.samples, len(self.val_set))
             batch = torch.utils.data.default_collate([self.val_set[i] for i in range(count)])
-            self.writer.save_samples(self.epoch, predict_samples(self.network, batch, self.device))
+            self.writer.save_samples(self.epoch, predict_samples(self._shipped, batch, self.device))
         if epoch_end:
             self.save_last()
         if improved:
@@ -295,8 +323,9 @@ class Trainer:
         self.network.train()
         self.model: nn.Module = self._parallel_model()
         verb = "continuing" if self.resume else "training"
+        averaged = f"; validating and exporting a weight average (EMA {c.ema:g})" if self.average is not None else ""
         self.note(f"{verb} {c.model} ({sum(p.numel() for p in self.network.parameters()) / 1e6:.2f} M parameters) "
-                  f"on {self.data_description}; loss {self.objective.describe()}; "
+                  f"on {self.data_description}; loss {self.objective.describe()}{averaged}; "
                   f"{self.env.world} process(es) on {self.device}; writing to {self.run_dir}")
         if c.validate_init and not self.resume and self.step == 0:
             self.validate(epoch_end=False)
@@ -504,6 +533,9 @@ class Trainer:
             torch.nn.utils.clip_grads_with_norm_(params, self.config.clip_grad, norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average is not None:
+            # The unwrapped network's parameters: DDP's wrapper holds the same tensors.
+            self.average.update(self.network)
         return torch.stack([total.detach(), *(terms[n].detach() for n in self.objective.names), norm.detach()]).float()
 
     @property
