@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -22,6 +23,7 @@ from sepconv_cli.ext import op_impl as use_op_impl
 from sepconv_cli.ext.separable_conv import CompiledKernelUnavailable
 from sepconv_cli.flow import FlowMemo, Grey, Neighbours, Surroundings, greys
 from sepconv_cli.models.blocks import joint_normalisation
+from sepconv_cli.neighbourhood import Upcoming
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
@@ -102,6 +104,12 @@ class Interpolator:
     CPU, where oneDNN's NHWC convolutions ran full SepConv about 30 % faster at 720p and
     DSepConv about 15 % (docs/performance.md), off on CUDA, where it is not yet measured.
     Results differ from NCHW only by float rounding (tested).
+
+    ``prefetch`` lets a caller that knows the next frames (the streaming pipeline) have
+    their DIS flows computed in a background thread while this pair's network runs
+    (four-frame FlowSep; ``flow_prefetch=False`` turns it into a no-op). Outputs are the
+    same with or without it; ``close`` ends that thread. An ``at`` caller that never calls
+    ``prefetch`` gets no thread and every flow computed in its own.
     """
 
     def __init__(
@@ -113,6 +121,7 @@ class Interpolator:
         tiling: Tiling = Tiling(),
         op_impl: str = "auto",
         channels_last: bool | None = None,
+        flow_prefetch: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
@@ -136,6 +145,7 @@ class Interpolator:
         self.tiling = tiling
         self.op_impl = op_impl
         self._memo = FlowMemo()  # four-frame motion reuses the neighbouring pairs' flows
+        self.flow_prefetch = flow_prefetch
         self._pad_context = max(self._round(tiling.context), self._round(getattr(model.config, "kernel_size", 1) // 2 + 1))
 
     def _round(self, pixels: int) -> int:
@@ -150,6 +160,24 @@ class Interpolator:
     def wants_neighbours(self) -> bool:
         """Whether the model reads the frames around the pair (``Surroundings``): a quadratic FlowSep."""
         return bool(getattr(getattr(self.model, "config", None), "quadratic", False))
+
+    @property
+    def prefetches(self) -> bool:
+        """Whether ``prefetch`` does anything: a four-frame FlowSep (its flows go through the
+        memo that the background thread fills) with ``flow_prefetch`` on."""
+        return self.flow_prefetch and bool(getattr(self.model, "needs_flow", False)) and self.wants_neighbours
+
+    def prefetch(self, upcoming: Upcoming) -> None:
+        """Start the DIS flows of a later ``at(frame1, frame2, t, neighbours)`` in the
+        background thread; ``upcoming()`` gives those three and is called in that thread,
+        so making the frames costs the caller nothing. That ``at`` takes the flows ready,
+        waits for one still being computed and computes any other itself."""
+        if self.prefetches:
+            self._memo.prefetch(partial(_upcoming_flows, upcoming))
+
+    def close(self) -> None:
+        """End the prefetch thread (after the DIS call it is in); a later ``prefetch`` starts another."""
+        self._memo.close()
 
     def midpoint(self, frame1: torch.Tensor, frame2: torch.Tensor, neighbours: Surroundings | None = None) -> torch.Tensor:
         return self.at(frame1, frame2, 0.5, neighbours)
@@ -258,6 +286,20 @@ class Interpolator:
                 bottom, right = min(top + tile, height), min(left + tile, width)
                 output[..., top:bottom, left:right] = result[..., top - y0 : bottom - y0, left - x0 : right - x0]
         return output
+
+
+def _upcoming_flows(upcoming: Upcoming) -> list[tuple[Grey, Grey]]:
+    """The flows ``at`` will ask the memo for, in its order, as (source, target) greys."""
+    frame1, frame2, around = upcoming()
+    # Converted as ``at`` converts them, so the greys, and the memo's keys, match.
+    grey1, grey2 = greys(frame1.to(torch.float32)), greys(frame2.to(torch.float32))
+    flows = [*zip(grey1, grey2), *zip(grey2, grey1)]
+    if around is not None:
+        rows = around.valid.to(torch.bool).cpu().nonzero().flatten().tolist()
+        if rows:
+            before, after = greys(around.before[rows].float()), greys(around.after[rows].float())
+            flows += [(grey1[r], g) for r, g in zip(rows, before)] + [(grey2[r], g) for r, g in zip(rows, after)]
+    return flows
 
 
 def _flow_reach(f01: torch.Tensor, f10: torch.Tensor, neighbours: Neighbours | None) -> float:

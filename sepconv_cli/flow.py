@@ -25,8 +25,15 @@ leaves holes): the network gets both.
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -58,6 +65,7 @@ __all__ = [
 MAX_FLOW_WIDTH = 1280
 
 _local = threading.local()
+_log = logging.getLogger(__name__)
 
 SPLAT_KERNELS = {"cpu": Extension("sepconv_splat_cpu", ("splat_cpu.cpp",))}
 
@@ -162,8 +170,15 @@ def greys(frames: Tensor) -> list[Grey]:
     return [Grey(image, hashlib.blake2b(image.tobytes(), digest_size=16).digest()) for image in _grey(frames)]
 
 
+# A flow in the memo: source and target grey hashes, and the width DIS ran at.
+_Key = tuple[bytes, bytes, int]
+
+# The background thread's name (tests tell its DIS calls from the caller's by it).
+PREFETCH_THREAD = "sepconv-flow"
+
+
 class FlowMemo:
-    """DIS flows between frames by content, remembered for the last ``size`` frame pairs.
+    """DIS flows between frames by content, the last ``size`` of them remembered.
 
     A stream's four-frame motion needs F(i→i−1) and F(i+1→i+2) beside the pair's own two
     flows, and those are the neighbouring pairs' own flows: remembered, every flow is
@@ -171,29 +186,174 @@ class FlowMemo:
     their grey image (about 1 ms at 720p, against 40 ms for one DIS call); the caller
     makes each frame's ``Grey`` once (``greys``) and uses it for every flow from or to it,
     since the grey conversion costs several times the hash.
+
+    ``prefetch`` computes flows a later call will want in one background thread (started
+    on the first prefetch, so a memo that is never told gets none): OpenCV releases the GIL
+    in DIS, so the next pair's flows are computed while the caller runs this pair's
+    network. Each flow is a ``Future`` claimed by whichever thread starts it first; the
+    other waits for it, so no flow is computed twice. A prefetch that fails only means
+    the caller computes that flow itself, as without it; the failure is logged, and
+    should the caller fail too, its exception carries the prefetch's as its context.
     """
 
     def __init__(self, size: int = 12) -> None:
         self.size = size
-        self._flows: dict[tuple[bytes, bytes, int], np.ndarray] = {}
+        self._flows: dict[_Key, Future[np.ndarray]] = {}
+        # How many prefetched uses each flow still has ahead: those are evicted last, so the
+        # flows of later halvings (×4, ×8), never asked for again, cannot push them out.
+        self._wanted: Counter[_Key] = Counter()
         self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue | None = None
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._finalizer: weakref.finalize | None = None
+        self._reported = False
 
     def __call__(self, sources: list[Grey], targets: list[Grey], device: torch.device | str = "cpu",
                  max_width: int = MAX_FLOW_WIDTH) -> Tensor:
         """The flow from each of ``sources`` to the matching ``targets``, (N, 2, H, W) on ``device``."""
-        out = []
-        for a, b in zip(sources, targets, strict=True):
+        out = [self._flow(a, b, max_width) for a, b in zip(sources, targets, strict=True)]
+        return _flow_tensor(out, torch.device(device))
+
+    def prefetch(self, flows: Callable[[], Iterable[tuple[Grey, Grey]]], max_width: int = MAX_FLOW_WIDTH) -> None:
+        """Compute the flows ``flows()`` names, (source, target) pairs, in the background
+        thread for a later call to take. ``flows`` runs in that thread too, so the caller
+        does not pay for making the greys of frames it will only need later."""
+        with self._lock:
+            if self._jobs is None:
+                self._jobs, self._stop = queue.SimpleQueue(), threading.Event()
+                self._worker = threading.Thread(target=_serve, args=(self._jobs,), name=PREFETCH_THREAD, daemon=True)
+                self._worker.start()
+                # The thread holds only its queue, so a memo nobody uses any more is collected
+                # and the thread told to end.
+                self._finalizer = weakref.finalize(self, self._jobs.put, None)
+            self._jobs.put(partial(self._prefetch, flows, max_width, self._stop))
+
+    def close(self) -> None:
+        """End the background thread once the flow it is computing is done; prefetches not
+        yet begun are dropped (their flows are computed when asked for). A later
+        ``prefetch`` starts a new thread."""
+        with self._lock:
+            jobs, worker, finalizer = self._jobs, self._worker, self._finalizer
+            self._jobs = self._worker = self._finalizer = None
+            self._stop.set()
+        if jobs is None or worker is None:
+            return
+        if finalizer is not None:
+            finalizer.detach()
+        while True:
+            try:
+                jobs.get_nowait()
+            except queue.Empty:
+                break
+        jobs.put(None)
+        worker.join()
+
+    def _flow(self, a: Grey, b: Grey, max_width: int) -> np.ndarray:
+        key = (a.key, b.key, max_width)
+        with self._lock:  # one announced use taken
+            if self._wanted[key] > 1:
+                self._wanted[key] -= 1
+            else:
+                self._wanted.pop(key, None)
+        while True:
+            with self._lock:
+                future = self._flows.get(key)
+                earlier = _failure(future)
+                mine = future is None or earlier is not None
+                if mine:
+                    future = self._claim(key)
+            assert future is not None
+            if mine:
+                try:
+                    return self._compute(key, future, a, b, max_width)
+                except BaseException as error:
+                    if earlier is not None and error.__context__ is None:
+                        error.__context__ = earlier
+                    raise
+            try:
+                return future.result()
+            except Exception:  # noqa: BLE001 - the other thread failed: the loop computes it here
+                continue
+
+    def _prefetch(self, flows: Callable[[], Iterable[tuple[Grey, Grey]]], max_width: int,
+                  stop: threading.Event) -> None:
+        try:
+            pairs = list(flows())
+        except Exception as error:  # noqa: BLE001 - a prefetch only saves time: reported, not raised
+            self._report(error)
+            return
+        with self._lock:
+            # Room for these and for the flows of the call before them, still being taken.
+            self.size = max(self.size, 2 * len(pairs))
+        for a, b in pairs:
+            if stop.is_set():
+                return
             key = (a.key, b.key, max_width)
             with self._lock:
-                flow = self._flows.get(key)
-            if flow is None:
-                flow = _one_way(a.image, b.image, max_width)
-                with self._lock:
-                    self._flows[key] = flow
-                    while len(self._flows) > self.size:
-                        self._flows.pop(next(iter(self._flows)))
-            out.append(flow)
-        return _flow_tensor(out, torch.device(device))
+                self._wanted[key] += 1
+                future = self._flows.get(key)
+                if future is not None and _failure(future) is None:
+                    continue  # computed, or being computed in the foreground
+                future = self._claim(key)
+            try:
+                self._compute(key, future, a, b, max_width)
+            except Exception as error:  # noqa: BLE001 - left in the future for the foreground
+                self._report(error)
+
+    def _claim(self, key: _Key) -> Future[np.ndarray]:
+        """A running future for ``key``, stored (under the lock): the caller computes it."""
+        future: Future[np.ndarray] = Future()
+        future.set_running_or_notify_cancel()
+        self._flows.pop(key, None)  # a failed one: the new one goes to the end, as the newest
+        self._flows[key] = future
+        excess = len(self._flows) - self.size
+        if excess > 0:
+            # Oldest first, flows a prefetch asked to keep last, and never one still being
+            # computed (its thread or a waiting caller would find it gone).
+            done = sorted((k for k, f in self._flows.items() if f.done()), key=lambda k: self._wanted[k] > 0)
+            for old in done[:excess]:
+                del self._flows[old]
+                self._wanted.pop(old, None)
+        return future
+
+    def _compute(self, key: _Key, future: Future[np.ndarray], a: Grey, b: Grey, max_width: int) -> np.ndarray:
+        try:
+            flow = _one_way(a.image, b.image, max_width)
+        except BaseException as error:
+            future.set_exception(error)  # stays stored: whoever wants it next computes it again
+            raise
+        future.set_result(flow)
+        return flow
+
+    def _report(self, error: BaseException) -> None:
+        # Once a memo as a warning, which the CLI shows; every one in the debug log.
+        if not self._reported:
+            self._reported = True
+            _log.warning("computing a DIS flow ahead failed (%s: %s); such flows are computed when needed",
+                         type(error).__name__, error)
+        _log.debug("prefetched DIS flow failed", exc_info=error)
+
+
+def _failure(future: Future[np.ndarray] | None) -> BaseException | None:
+    """The exception of a finished, failed ``future``; None while it runs or once it succeeded."""
+    if future is None or not future.done():
+        return None
+    return future.exception()
+
+
+def _serve(jobs: queue.SimpleQueue) -> None:
+    """The prefetch thread: run jobs until None. No job is held between two, so an idle
+    thread keeps no memo alive."""
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        try:
+            job()
+        except BaseException:  # noqa: BLE001 - a job reports its own errors; this keeps the thread
+            _log.exception("flow prefetch job failed")
+        job = None
 
 
 def _one_way(grey_a: np.ndarray, grey_b: np.ndarray, max_width: int) -> np.ndarray:

@@ -26,6 +26,10 @@ from sepconv_cli.video_types import Frame
 # constant-acceleration fit more often than they help; the pair then uses linear motion.
 MAX_GAP_RATIO = 2.0
 
+# A later interpolation call announced ahead (``Interpolator.prefetch``): a function giving
+# its (frame1, frame2, neighbours), called when the frames are wanted, not when announced.
+Upcoming = Callable[[], tuple[torch.Tensor, torch.Tensor, Surroundings | None]]
+
 
 @dataclass
 class Around:
@@ -85,3 +89,13 @@ def wants_neighbours(function: Callable[..., Any]) -> bool:
         return "neighbours" in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
+
+
+def flow_prefetch(function: Callable[..., Any]) -> Callable[[Upcoming], None] | None:
+    """The ``prefetch`` of the ``Interpolator`` behind ``midpoint``/``at`` when it computes
+    flows it can start ahead (``Interpolator.prefetches``), else None: the stream then
+    announces each batch before the one before it runs."""
+    owner = getattr(function, "__self__", None)
+    if owner is None or not getattr(owner, "prefetches", False):
+        return None
+    return owner.prefetch

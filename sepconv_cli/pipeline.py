@@ -62,7 +62,9 @@ Overlap
 -------
 Decoding (with cut detection) and encoding run in background threads with small
 bounded queues (``overlap``), so the model is never kept waiting by FFmpeg; memory
-still holds a few frames, whatever the length of the video.
+still holds a few frames, whatever the length of the video. With a four-frame FlowSep
+the stream also reads one batch ahead and announces it, so the engine computes its DIS
+flows in a background thread while the batch before it runs the network (``pairing``).
 
 Shot cuts
 ---------
@@ -100,10 +102,10 @@ import torch
 from sepconv_cli import scenes
 from sepconv_cli.duplicates import DuplicateFilter
 from sepconv_cli.errors import InputError, OutputClosed
-from sepconv_cli.neighbourhood import Around
 from sepconv_cli.overlap import BackgroundConsumer, Prefetcher
+from sepconv_cli.pairing import emit_pairs
 from sepconv_cli.schedules import (
-    At, Link, Midpoint, Multiplying, Retiming, Schedule, Submit, format_rate, midpoint_factor, output_time_base, to_rgb,
+    At, Link, Midpoint, Multiplying, Retiming, Schedule, format_rate, midpoint_factor, output_time_base, to_rgb,
 )
 from sepconv_cli.sequences import ImageSequence, SequenceReader, SequenceWriter
 from sepconv_cli.sinks import Destination, FolderSink, PipeSink, Source, check_paths, is_broken_pipe, open_sink
@@ -392,6 +394,12 @@ class _Tally:
         self.done = 0
         self.written = 0
 
+    def batch(self, pairs: list[tuple[Frame, Frame, Link]], written: int) -> None:
+        """A batch of pairs is done, ``written`` output frames for it."""
+        self.written += written
+        for _, b, _ in pairs:
+            self.passed(b.index)
+
     def passed(self, index: int) -> None:
         """Every input frame before ``index`` is done (more than one at a time where dedup dropped copies)."""
         while self.done < index:
@@ -522,7 +530,7 @@ def _encode_all(
 
     # One pair's frames may wait for the encoder (``depth``): at 4K each is a 100 MB tensor.
     with BackgroundConsumer(encode, depth=depth, name="sepconv-encode") as encoder:
-        before_last, last = _emit_pairs(frames, first, second, schedule, encoder.submit, tally, batch_size)
+        before_last, last = emit_pairs(frames, first, second, schedule, encoder.submit, batch_size, tally.batch)
         # The last frame has no successor: repeated over its own duration. With
         # dedup the frame before it may be many frames back, so no guessing from it.
         if dedup and last.duration is None and info.frame_rate:
@@ -532,61 +540,3 @@ def _encode_all(
     tally.written += count
     tally.passed(tally.done + 1)
     return end_ts
-
-
-def _emit_pairs(
-    frames: Iterator[tuple[Frame, Link]],
-    first: tuple[Frame, Link],
-    second: tuple[Frame, Link],
-    schedule: Schedule,
-    submit: Submit,
-    tally: _Tally,
-    batch_size: int,
-) -> tuple[Frame, Frame]:
-    """Hand the schedule each pair of neighbouring frames, in batches of ``batch_size``
-    pairs; returns the last two frames, whose pair has no successor.
-
-    Each batch goes as soon as it is full: memory holds one batch of pairs, the previous
-    frames and the short queues, whatever the length of the video. For four-frame motion
-    a pair waits for the frame after it (``held``), which becomes its ``Around.after``.
-    """
-
-    def emit(pairs: list[tuple[Frame, Frame, Link]], arounds: list[Around]) -> None:
-        if not pairs:
-            return
-        tally.written += schedule.pairs(pairs, submit, arounds)
-        for _, b, _ in pairs:
-            tally.passed(b.index)
-
-    lookahead = schedule.reads_neighbours
-    pending: list[tuple[Frame, Frame, Link]] = []
-    arounds: list[Around] = []
-    held, held_around = (first[0], second[0], second[1]), Around()
-    if not lookahead:
-        pending.append(held)
-        arounds.append(held_around)
-    before_last, last = first[0], second[0]
-    while True:
-        if len(pending) >= batch_size:
-            emit(pending, arounds)
-            pending, arounds = [], []
-        item = next(frames, None)
-        if item is None:
-            break
-        frame, link = item
-        if lookahead:
-            if link is Link.BLEND:
-                held_around.after = frame
-            pending.append(held)
-            arounds.append(held_around)
-            # The new pair's frame before: the one before its first, if that pair blends.
-            held, held_around = (last, frame, link), Around(before_last if held[2] is Link.BLEND else None)
-        else:
-            pending.append((last, frame, link))
-            arounds.append(Around())
-        before_last, last = last, frame
-    if lookahead:
-        pending.append(held)
-        arounds.append(held_around)
-    emit(pending, arounds)
-    return before_last, last

@@ -18,13 +18,14 @@ import enum
 import math
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from functools import partial
 
 import numpy as np
 import torch
 
 from sepconv_cli.errors import OutputError
 from sepconv_cli.flow import Surroundings
-from sepconv_cli.neighbourhood import Around, surroundings, wants_neighbours
+from sepconv_cli.neighbourhood import Around, flow_prefetch, surroundings, wants_neighbours
 from sepconv_cli.video_types import Frame
 
 Midpoint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -72,6 +73,7 @@ class MidpointBatches:
         self.factor = factor
         self.batch_size = batch_size
         self.neighbours = wants_neighbours(midpoint)
+        self.prefetch = flow_prefetch(midpoint)
 
     def _call(self, a: torch.Tensor, b: torch.Tensor, around: Surroundings | None = None) -> torch.Tensor:
         outs = []
@@ -88,6 +90,13 @@ class MidpointBatches:
                 raise ValueError(f"midpoint returned {got}, expected {tuple(a[start:start + self.batch_size].shape)}")
             outs.append(m.detach().to("cpu", torch.float32))
         return torch.cat(outs)
+
+    def expect(self, pairs: list[tuple[Frame, Frame]], arounds: list[Around]) -> None:
+        """Announce the first halving of a later ``between(pairs, arounds)`` to the engine (the
+        later halvings start from new frames, not known before)."""
+        if self.prefetch is None or not pairs:
+            return
+        self.prefetch(partial(_first_halving, pairs, arounds if self.neighbours else None))
 
     def between(self, pairs: list[tuple[Frame, Frame]], arounds: list[Around] | None = None) -> list[list[torch.Tensor]]:
         """For each pair, the ``factor - 1`` frames in between, as (3, H, W) tensors. The
@@ -114,6 +123,15 @@ class MidpointBatches:
                 positions[i][j + half] = m
             step = half
         return [[p[k] for k in range(1, f)] for p in positions]
+
+
+def _first_halving(pairs: list[tuple[Frame, Frame]], arounds: list[Around] | None) -> tuple[
+        torch.Tensor, torch.Tensor, Surroundings | None]:
+    """The frames ``between`` gives the model first, for a prefetch."""
+    a = torch.stack([to_tensor(a.rgb) for a, _ in pairs])
+    b = torch.stack([to_tensor(b.rgb) for _, b in pairs])
+    around = None if arounds is None else surroundings([(*p, r) for p, r in zip(pairs, arounds)], to_tensor, a, b)
+    return a, b, around
 
 
 # -- schedules ---------------------------------------------------------------------------
@@ -143,6 +161,16 @@ class Multiplying:
     @property
     def reads_neighbours(self) -> bool:
         return self.interp.neighbours
+
+    @property
+    def prefetches(self) -> bool:
+        """Whether ``expect`` reaches an engine that starts the work ahead."""
+        return self.interp.prefetch is not None
+
+    def expect(self, pairs: list[tuple[Frame, Frame, Link]], arounds: list[Around]) -> None:
+        """The pairs a later ``pairs`` call gets: the engine may start their flows now."""
+        blending = [k for k, (_, _, link) in enumerate(pairs) if link is Link.BLEND]
+        self.interp.expect([pairs[k][:2] for k in blending], [arounds[k] for k in blending])
 
     def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit, arounds: list[Around] | None = None) -> int:
         f = self.factor
@@ -202,6 +230,7 @@ class Retiming:
     def __init__(self, at: At, rate: Fraction, input_time_base: Fraction, batch_size: int) -> None:
         self.at = at
         self.neighbours = wants_neighbours(at)
+        self.prefetch = flow_prefetch(at)
         self.rate = Fraction(rate)
         self.input_time_base = Fraction(input_time_base)
         self.batch_size = batch_size
@@ -225,6 +254,31 @@ class Retiming:
     @property
     def reads_neighbours(self) -> bool:
         return self.neighbours
+
+    @property
+    def prefetches(self) -> bool:
+        """Whether ``expect`` reaches an engine that starts the work ahead."""
+        return self.prefetch is not None
+
+    def expect(self, pairs: list[tuple[Frame, Frame, Link]], arounds: list[Around]) -> None:
+        """The pairs a later ``pairs`` call gets: the engine may start the flows of those that
+        will have a frame predicted between them (none where every grid time falls on an input
+        frame, as when halving the rate)."""
+        if self.prefetch is None or not pairs:
+            return
+        if self.start is None:
+            # The first pairs announced are the first handed over, which anchor the grid.
+            self.start = pairs[0][0].pts
+        rows = [(a, b, around) for (a, b, link), around in zip(pairs, arounds)
+                if link is Link.BLEND and self._predicts(a, b)]
+        if rows:
+            self.prefetch(partial(_retimed, rows, self.neighbours))
+
+    def _predicts(self, a: Frame, b: Frame) -> bool:
+        """Whether a grid time falls strictly between a and b, so that ``at`` runs for them."""
+        assert self.start is not None  # anchored by ``expect`` or ``pairs``
+        after_a = math.floor((a.pts - self.start) * self.rate) + 1  # the first grid time after a
+        return self._time(after_a) < b.pts
 
     def _submit(self, job: tuple[object, int, int], submit: Submit) -> None:
         if self._held is not None:
@@ -311,6 +365,14 @@ class Retiming:
         self._held = None
         return count, last.timestamp + duration
 
+
+
+def _retimed(rows: list[tuple[Frame, Frame, Around]], neighbours: bool) -> tuple[
+        torch.Tensor, torch.Tensor, Surroundings | None]:
+    """The pairs ``Retiming._predict`` gives ``at`` (one row each: the flows are per pair), for a prefetch."""
+    a = torch.stack([to_tensor(a.rgb) for a, _, _ in rows])
+    b = torch.stack([to_tensor(b.rgb) for _, b, _ in rows])
+    return a, b, surroundings(rows, to_tensor, a, b) if neighbours else None
 
 
 # Either schedule: what the streaming loop drives.

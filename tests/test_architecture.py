@@ -179,7 +179,7 @@ FLOORS = {
     "scenes": 0, "serialization": 0, "overlap": 0,
     "models": 1, "losses": 1, "data": 1, "video": 1, "streams": 1, "frame_kinds": 1, "timespan": 1,
     "sequences": 1, "duplicates": 1, "neighbourhood": 1,
-    "engine": 2, "schedules": 2, "sinks": 2, "pipeline": 2, "outputs": 2, "runs": 2, "training": 2,
+    "engine": 2, "schedules": 2, "pairing": 2, "sinks": 2, "pipeline": 2, "outputs": 2, "runs": 2, "training": 2,
     "adaptation": 2, "evaluation": 2,
     "commands": 3, "cli": 3, "__main__": 3,
 }

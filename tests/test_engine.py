@@ -110,3 +110,243 @@ def test_no_gpu_points_to_a_readme_section_that_exists(monkeypatch: pytest.Monke
 def test_empty_batch(tiny_sepconv: torch.nn.Module) -> None:
     empty = torch.empty(0, 3, 16, 16)
     assert Interpolator(tiny_sepconv, device="cpu").midpoint(empty, empty).shape == (0, 3, 16, 16)
+
+
+# -- prefetching the next pair's DIS flows -------------------------------------------------
+
+
+def _quadratic_flowsep() -> torch.nn.Module:
+    from sepconv_cli.models.flowsep import ALPHA_SCALE, FlowSep, FlowSepConfig
+
+    torch.manual_seed(0)
+    model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True))
+    with torch.no_grad():
+        model.head.bias[-2:] = 1.0 / ALPHA_SCALE  # follow the four-frame candidate: its flows count
+    return model
+
+
+class _Recording(Interpolator):
+    """An interpolator that keeps what ``at`` returned (``midpoint`` goes through it)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.outputs: list[torch.Tensor] = []
+
+    def at(self, *args: object, **kwargs: object) -> torch.Tensor:  # type: ignore[override]
+        output = super().at(*args, **kwargs)  # type: ignore[arg-type]
+        self.outputs.append(output)
+        return output
+
+
+def _counting_dis(monkeypatch: pytest.MonkeyPatch, delay: float = 0.0,
+                  fail_in: tuple[str, ...] = ()) -> list[tuple[str, bytes]]:
+    """Replace ``flow._one_way`` by one that records (thread name, the flow's frames) per
+    call, waits ``delay`` s (so the two threads overlap) and fails in the threads named."""
+    import hashlib
+    import threading
+    import time
+
+    from sepconv_cli import flow
+
+    real = flow._one_way
+    calls: list[tuple[str, bytes]] = []
+
+    def one_way(grey_a, grey_b, max_width):  # noqa: ANN001, ANN202 - flow._one_way's
+        thread = threading.current_thread().name
+        calls.append((thread, hashlib.blake2b(grey_a.tobytes() + grey_b.tobytes()).digest()))
+        if thread in fail_in:
+            raise RuntimeError(f"DIS failed in {thread}")
+        time.sleep(delay)
+        return real(grey_a, grey_b, max_width)
+
+    monkeypatch.setattr(flow, "_one_way", one_way)
+    return calls
+
+
+def _stream(tmp_path: Path, interpolator: Interpolator, mode: str) -> None:
+    from sepconv_cli.pipeline import VideoOptions, interpolate_video, retime_video
+    from tests.media import make_video
+
+    src = tmp_path / "in.mp4"
+    if not src.exists():
+        make_video(src, frames=8, audio=False)
+    out = tmp_path / f"out-{mode}-{interpolator.flow_prefetch}.mkv"
+    if mode == "fps":  # 25 → 60 fps: several frames per pair, in batches across pairs
+        retime_video(src, out, interpolator.at, 60, options=VideoOptions(preset="ultrafast", batch_size=2, overwrite=True))
+    else:
+        interpolate_video(src, out, interpolator.midpoint, options=VideoOptions(preset="ultrafast", overwrite=True))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("mode", ["factor", "fps"])
+def test_a_stream_with_flow_prefetch_gives_exactly_the_frames_without(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    from sepconv_cli.flow import PREFETCH_THREAD
+
+    calls = _counting_dis(monkeypatch, delay=0.01)
+    model = _quadratic_flowsep()
+    outputs = {}
+    for prefetch in (False, True):
+        interpolator = _Recording(model, device="cpu", flow_prefetch=prefetch)
+        assert interpolator.prefetches is prefetch
+        _stream(tmp_path, interpolator, mode)
+        interpolator.close()
+        outputs[prefetch] = torch.cat(interpolator.outputs)
+    assert torch.equal(outputs[True], outputs[False])
+    assert any(thread == PREFETCH_THREAD for thread, _ in calls)  # the prefetch did run
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_prefetch_keeps_two_dis_calls_a_pair_and_computes_no_flow_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sepconv_cli.flow import PREFETCH_THREAD
+
+    # The slow DIS keeps both threads inside it at once, so they race for the same flows.
+    calls = _counting_dis(monkeypatch, delay=0.02)
+    interpolator = Interpolator(_quadratic_flowsep(), device="cpu")
+    _stream(tmp_path, interpolator, "factor")
+    interpolator.close()
+    pairs = 7  # 8 frames
+    assert len(calls) == 2 * pairs  # each pair's two flows; its neighbour flows are the neighbours' own
+    assert len({flow for _, flow in calls}) == len(calls)
+    assert PREFETCH_THREAD in {thread for thread, _ in calls}
+
+
+def test_the_caller_waits_for_a_flow_the_background_is_computing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import numpy as np
+
+    from sepconv_cli import flow
+
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def one_way(grey_a, grey_b, max_width):  # noqa: ANN001, ANN202
+        calls.append(threading.current_thread().name)
+        if threading.current_thread().name == flow.PREFETCH_THREAD:
+            started.set()
+            release.wait(10)
+        return np.full((*grey_a.shape, 2), len(calls), np.float32)
+
+    monkeypatch.setattr(flow, "_one_way", one_way)
+    memo = flow.FlowMemo()
+    a, b = flow.greys(torch.cat([_textured(16, 16, 0), _textured(16, 16, 1)]))
+    memo.prefetch(lambda: [(a, b)])
+    assert started.wait(10)
+    threading.Timer(0.2, release.set).start()
+    result = memo([a], [b])  # asked for while the background is inside DIS for it
+    assert calls == [flow.PREFETCH_THREAD] and float(result.flatten()[0]) == 1.0
+    memo.close()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_failed_prefetch_is_computed_by_the_caller_and_logged(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import time
+
+    from sepconv_cli.flow import PREFETCH_THREAD, Surroundings
+
+    before, a, b, after = (_textured(48, 64, seed) for seed in range(4))
+    around = Surroundings(before, after, torch.ones(1), torch.ones(1), torch.ones(1))
+    expected = Interpolator(_quadratic_flowsep(), device="cpu", flow_prefetch=False).at(a, b, 0.5, around)
+    calls = _counting_dis(monkeypatch, fail_in=(PREFETCH_THREAD,))
+    interpolator = Interpolator(_quadratic_flowsep(), device="cpu")
+    with caplog.at_level(logging.WARNING, logger="sepconv_cli.flow"):
+        interpolator.prefetch(lambda: (a, b, around))
+        deadline = time.monotonic() + 10
+        while len(calls) < 4 and time.monotonic() < deadline:  # all four flows tried in the background
+            time.sleep(0.01)
+        assert torch.equal(interpolator.at(a, b, 0.5, around), expected)
+    interpolator.close()
+    background = [flow for thread, flow in calls if thread == PREFETCH_THREAD]
+    foreground = [flow for thread, flow in calls if thread != PREFETCH_THREAD]
+    assert len(background) == 4 and sorted(foreground) == sorted(background)  # each recomputed once
+    # One warning for the memo, not one a flow.
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "RuntimeError" in caplog.text
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_when_the_caller_fails_too_its_error_carries_the_prefetchs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from sepconv_cli import flow
+    from sepconv_cli.flow import PREFETCH_THREAD
+
+    a, b = _textured(48, 64, 0), _textured(48, 64, 1)
+    tried = threading.Event()
+
+    def one_way(grey_a, grey_b, max_width):  # noqa: ANN001, ANN202
+        thread = threading.current_thread().name
+        if thread == PREFETCH_THREAD:
+            tried.set()
+        raise RuntimeError(f"DIS failed in {thread}")
+
+    monkeypatch.setattr(flow, "_one_way", one_way)
+    interpolator = Interpolator(_quadratic_flowsep(), device="cpu")
+    interpolator.prefetch(lambda: (a, b, None))
+    assert tried.wait(10)
+    with pytest.raises(RuntimeError, match="failed in MainThread") as caught:
+        interpolator.at(a, b, 0.5)
+    assert f"failed in {PREFETCH_THREAD}" in str(caught.value.__context__)
+    interpolator.close()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_without_hints_the_engine_starts_no_thread_and_computes_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from sepconv_cli.flow import PREFETCH_THREAD, Surroundings
+
+    calls = _counting_dis(monkeypatch)
+    frames = [_textured(48, 64, seed) for seed in range(6)]
+    interpolator = Interpolator(_quadratic_flowsep(), device="cpu")
+    for i in range(1, 4):  # pairs (1, 2), (2, 3), (3, 4), each with the frames around it
+        around = Surroundings(frames[i - 1], frames[i + 2], torch.ones(1), torch.ones(1), torch.ones(1))
+        interpolator.at(frames[i], frames[i + 1], 0.5, around)
+    # 4 flows for the first pair, then 2 a pair: the rest are the neighbouring pairs' own.
+    assert len(calls) == 4 + 2 + 2 and len({flow for _, flow in calls}) == len(calls)
+    assert {thread for thread, _ in calls} == {"MainThread"}
+    assert PREFETCH_THREAD not in {thread.name for thread in threading.enumerate()}
+
+
+def test_prefetch_is_a_no_op_for_models_without_a_flow_memo(tiny_sepconv: torch.nn.Module) -> None:
+    import threading
+
+    from sepconv_cli.flow import PREFETCH_THREAD
+    from sepconv_cli.models.flowsep import FlowSep, FlowSepConfig
+
+    linear = Interpolator(FlowSep(FlowSepConfig(channels=(4, 8, 8, 8))), device="cpu")
+    for interpolator in (Interpolator(tiny_sepconv, device="cpu"), linear):
+        assert not interpolator.prefetches
+        interpolator.prefetch(lambda: pytest.fail("called"))  # type: ignore[arg-type, return-value]
+    assert PREFETCH_THREAD not in {thread.name for thread in threading.enumerate()}
+
+
+def test_the_prefetch_thread_ends_with_close_and_with_its_interpolator(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+    import threading
+    import time
+
+    from sepconv_cli.flow import PREFETCH_THREAD
+
+    _counting_dis(monkeypatch)
+    a, b = _textured(48, 64, 0), _textured(48, 64, 1)
+
+    def running() -> bool:
+        return PREFETCH_THREAD in {thread.name for thread in threading.enumerate()}
+
+    interpolator = Interpolator(_quadratic_flowsep(), device="cpu")
+    interpolator.prefetch(lambda: (a, b, None))
+    assert running()
+    interpolator.close()
+    assert not running()
+    interpolator.prefetch(lambda: (a, b, None))  # starts again after a close
+    assert running()
+    del interpolator
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not running()
