@@ -579,3 +579,30 @@ def test_torchrun_with_ema_averages_the_synchronised_weights(cache: Path, tmp_pa
     single = read_checkpoint(tmp_path / "single" / "checkpoints" / "last.ckpt")["ema"]["state"]
     gap = max(float((ddp["state"][k] - single[k]).abs().max()) for k in single)
     assert gap < 1e-5, gap
+
+
+def test_average_of_weights_files_is_the_mean_and_refuses_other_networks(tmp_path: Path) -> None:
+    from sepconv_cli.models.registry import save_weights
+    from sepconv_cli.training import average_weights
+
+    torch.manual_seed(0)
+    nets = [build_model("flowsep") for _ in range(3)]
+    paths = []
+    for i, net in enumerate(nets):
+        paths.append(tmp_path / f"w{i}.pt")
+        save_weights(net, paths[-1])
+    averaged = average_weights(paths).state_dict()
+    for key, value in averaged.items():
+        expected = sum(net.state_dict()[key].double() for net in nets) / 3
+        assert torch.allclose(value.double(), expected, atol=1e-7), key
+    assert any(not torch.equal(value, nets[0].state_dict()[key]) for key, value in averaged.items())
+    save_weights(build_model("flowsep", {"quadratic": True}), tmp_path / "other.pt")
+    with pytest.raises(SepconvError, match="only one network"):
+        average_weights([paths[0], tmp_path / "other.pt"])
+    result = subprocess.run([sys.executable, "scripts/average_weights.py", str(tmp_path / "avg.pt"), *map(str, paths)],
+                            capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert torch.equal(load_weights(tmp_path / "avg.pt").state_dict()[key], averaged[key])
+    refused = subprocess.run([sys.executable, "scripts/average_weights.py", str(paths[0]), str(paths[0]), str(paths[1])],
+                             capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1

@@ -31,14 +31,14 @@ Nothing here prints: messages go to ``note(text)`` and progress to ``progress(Tr
 
 The package, from the bottom up: ``config`` (what decides a run and what it reports),
 ``distributed`` (this process's rank and device, the sampler), ``averaging`` (the weights'
-moving average), ``checkpoints`` (checkpoint files, atomic writes, RNG states),
+moving average, and the average of several weights files), ``checkpoints`` (checkpoint files, atomic writes, RNG states),
 ``run_files`` (metrics, curves and sample sheets), ``validation`` (a batch through the
 network, held-out scores), ``run_data`` (datasets and loaders from the config) and
 ``trainer`` (the ``Trainer`` and ``train``). Every name is importable from
 ``sepconv_cli.training`` as before the split.
 """
 
-from sepconv_cli.training.averaging import WeightAverage, warm_decay
+from sepconv_cli.training.averaging import WeightAverage, average_weights, warm_decay
 from sepconv_cli.training.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _atomic_save, _atomic_text,
                                               _rng_state, _set_rng_state, export_checkpoint, exported_state,
                                               load_run_config, parameter_digest, read_checkpoint)
@@ -53,7 +53,7 @@ from sepconv_cli.training.validation import Inputs, batch_inputs, evaluate, pred
 __all__ = [
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "OPTIMIZERS", "PRECISIONS", "RESUMABLE", "Distributed", "EpochSampler",
     "Inputs", "Note", "ProgressFn", "RunData", "RunWriter", "TrainConfig", "TrainProgress", "TrainResult", "Trainer",
-    "TrainingError", "WeightAverage", "_atomic_save", "_atomic_text", "_rng_state", "_set_rng_state", "batch_inputs",
+    "TrainingError", "WeightAverage", "average_weights", "_atomic_save", "_atomic_text", "_rng_state", "_set_rng_state", "batch_inputs",
     "build_run_data", "default_run_dir", "evaluate", "export_checkpoint", "exported_state", "load_run_config",
     "parameter_digest", "plot_curves", "predict_samples", "read_checkpoint", "resolve_device", "run_model",
     "sample_sheet", "setup_distributed", "split_batch", "train", "warm_decay",

@@ -11,10 +11,15 @@ train as before; the average only follows them.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from sepconv_cli.errors import WeightsError
+from sepconv_cli.models.registry import load_weights, model_config
 
 
 def warm_decay(decay: float, updates: int) -> float:
@@ -72,3 +77,26 @@ class WeightAverage:
         """Continue from ``state_dict()``'s output; the decay stays this average's own."""
         self.module.load_state_dict(state["state"])
         self.updates = int(state["updates"])
+
+
+def average_weights(paths: Sequence[str | Path]) -> nn.Module:
+    """The uniform average of several weights files of one model and config (stochastic
+    weight averaging over a run's late checkpoints, Izmailov et al., 2018).
+
+    Picking one checkpoint by a small held-out set picks its noise; the average of the
+    checkpoints along one run needs no picking and is usually at least as good as the
+    best of them. Integer buffers (counters) are taken from the last file.
+    """
+    if not paths:
+        raise WeightsError("no weights files to average")
+    networks = [load_weights(path) for path in paths]
+    first = networks[0]
+    for path, network in zip(paths, networks):
+        if network.name != first.name or model_config(network) != model_config(first):
+            raise WeightsError(f"{path} holds {network.name} {model_config(network)}, not the "
+                               f"{first.name} {model_config(first)} of {paths[0]}: only one network's weights average")
+    states = [network.state_dict() for network in networks]
+    merged = {key: torch.stack([state[key].double() for state in states]).mean(0).to(value.dtype)
+              if value.is_floating_point() else states[-1][key] for key, value in states[0].items()}
+    first.load_state_dict(merged)
+    return first
