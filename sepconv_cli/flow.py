@@ -406,6 +406,7 @@ def _spacing(value: float | Tensor, like: Tensor) -> Tensor:
 def quadratic_flows(
     f01: Tensor, f10: Tensor, f0m: Tensor, f12: Tensor, t: float | Tensor,
     before: float | Tensor = 1.0, after: float | Tensor = 1.0, valid: Tensor | None = None,
+    prior: FlowPrior | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Flows from time t to frames 0 and 1 under constant acceleration (Xu et al., NeurIPS 2019).
 
@@ -424,9 +425,16 @@ def quadratic_flows(
     At t = 0 and t = 1 this equals the linear flows, so the inputs come back exactly.
     ``valid`` ((N,) or (N, 1, 1, 1), 1 where both neighbours exist) zeroes the correction
     elsewhere: there the result is the linear flows. Returns (Ft0, Ft1), each (N, 2, H, W).
+
+    ``prior``: the ``FlowPrior`` of these ``f01``, ``f10`` and ``t``, whose linear flows and
+    sampling grids are then taken instead of computed again (FlowSep has it at hand).
     """
     t = _time(t, f01)
-    ft0, ft1 = intermediate_flows(f01, f10, t)
+    if prior is None:
+        ft0, ft1 = intermediate_flows(f01, f10, t)
+        grid0, grid1 = _grid(_positions(ft0)), _grid(_positions(ft1))
+    else:
+        ft0, ft1, grid0, grid1 = prior.ft0, prior.ft1, prior.grid0, prior.grid1
     before, after = _spacing(before, f01), _spacing(after, f01)
     s = 1 - t
     delta0 = (f0m + before * f01) / (before * (1 + before)) * (t * t - t)
@@ -434,22 +442,38 @@ def quadratic_flows(
     if valid is not None:
         mask = valid.to(f01.dtype).reshape(-1, 1, 1, 1)
         delta0, delta1 = delta0 * mask, delta1 * mask
-    return ft0 - warp(delta0, ft0), ft1 - warp(delta1, ft1)
+    return ft0 - _sample(delta0, grid0), ft1 - _sample(delta1, grid1)
 
 
-def _grid(flow: Tensor) -> Tensor:
-    """Sample positions x + flow in grid_sample's normalised coordinates (align_corners=True)."""
+def _positions(flow: Tensor) -> Tensor:
+    """x + flow in pixels, (N, 2, H, W): what a warp samples at and ``_inside`` tests."""
     _, _, height, width = flow.shape
-    ys = torch.arange(height, dtype=flow.dtype, device=flow.device).view(1, height, 1)
-    xs = torch.arange(width, dtype=flow.dtype, device=flow.device).view(1, 1, width)
-    gx = (xs + flow[:, 0]) * (2 / max(width - 1, 1)) - 1
-    gy = (ys + flow[:, 1]) * (2 / max(height - 1, 1)) - 1
-    return torch.stack([gx, gy], dim=-1)
+    ys = torch.arange(height, dtype=flow.dtype, device=flow.device).view(height, 1).expand(height, width)
+    xs = torch.arange(width, dtype=flow.dtype, device=flow.device).view(1, width).expand(height, width)
+    return flow + torch.stack([xs, ys])
+
+
+def _grid(positions: Tensor) -> Tensor:
+    """Pixel positions (N, 2, H, W) in grid_sample's normalised coordinates (align_corners=True).
+
+    Returned as an (N, H, W, 2) view of (N, 2, H, W) planes: grid_sample reads a grid whose
+    W axis is contiguous as fast as an interleaved one, and interleaving x and y (a
+    torch.stack) cost more than the rest of the grid's arithmetic. In float32 the values are
+    those of (x + flow)·2/(W - 1) - 1 computed per coordinate, bit for bit.
+    """
+    height, width = positions.shape[-2:]
+    scale = torch.tensor([2 / max(width - 1, 1), 2 / max(height - 1, 1)], dtype=positions.dtype,
+                         device=positions.device).view(1, 2, 1, 1)
+    return (positions * scale).sub_(1).permute(0, 2, 3, 1)
+
+
+def _sample(image: Tensor, grid: Tensor) -> Tensor:
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def warp(image: Tensor, flow: Tensor) -> Tensor:
     """``image`` sampled bilinearly at x + ``flow`` (backward warping), edges replicated."""
-    return F.grid_sample(image, _grid(flow), mode="bilinear", padding_mode="border", align_corners=True)
+    return _sample(image, _grid(_positions(flow)))
 
 
 def _length(vector: Tensor) -> Tensor:
@@ -457,12 +481,11 @@ def _length(vector: Tensor) -> Tensor:
     return torch.hypot(vector[:, :1], vector[:, 1:])
 
 
-def _inside(flow: Tensor) -> Tensor:
-    _, _, height, width = flow.shape
-    ys = torch.arange(height, dtype=flow.dtype, device=flow.device).view(1, height, 1)
-    xs = torch.arange(width, dtype=flow.dtype, device=flow.device).view(1, 1, width)
-    px, py = xs + flow[:, 0], ys + flow[:, 1]
-    return ((px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)).unsqueeze(1).to(flow.dtype)
+def _inside(positions: Tensor) -> Tensor:
+    """1 where pixel positions (N, 2, H, W) lie inside the frame, as (N, 1, H, W)."""
+    height, width = positions.shape[-2:]
+    px, py = positions[:, 0], positions[:, 1]
+    return ((px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)).unsqueeze(1).to(positions.dtype)
 
 
 @torch.no_grad()
@@ -523,19 +546,23 @@ class FlowPrior:
     Attributes are (N, C, H, W) tensors: ``ft0``/``ft1`` the flows from t to the inputs,
     ``warped0``/``warped1`` the backward-warped inputs, ``weight0`` the baseline's
     normalised weight of ``warped0`` (``1 - weight0`` that of ``warped1``), ``error0``/
-    ``error1`` the forward-backward errors in pixels, and ``t`` (N, 1, 1, 1).
+    ``error1`` the forward-backward errors in pixels, and ``t`` (N, 1, 1, 1). ``grid0``/
+    ``grid1`` are where ``ft0``/``ft1`` sample, for ``grid_sample``: each is built once and
+    serves every warp along its flow, here and in ``quadratic_flows``.
     """
 
     def __init__(self, frame0: Tensor, frame1: Tensor, f01: Tensor, f10: Tensor, t: float | Tensor) -> None:
         self.t = _time(t, frame0)
         self.ft0, self.ft1 = intermediate_flows(f01, f10, self.t)
-        self.warped0, self.warped1 = warp(frame0, self.ft0), warp(frame1, self.ft1)
-        p0_to_1 = warp(f01, self.ft0)  # F01 where frame 0 was sampled
-        p1_to_0 = warp(f10, self.ft1)
+        positions0, positions1 = _positions(self.ft0), _positions(self.ft1)
+        self.grid0, self.grid1 = _grid(positions0), _grid(positions1)
+        self.warped0, self.warped1 = _sample(frame0, self.grid0), _sample(frame1, self.grid1)
+        p0_to_1 = _sample(f01, self.grid0)  # F01 where frame 0 was sampled
+        p1_to_0 = _sample(f10, self.grid1)
         self.error0 = _length(self.ft0 + p0_to_1 - self.ft1)
         self.error1 = _length(self.ft1 + p1_to_0 - self.ft0)
-        w0 = (1 - self.t) * _inside(self.ft0) / (1 + self.error0**2)
-        w1 = self.t * _inside(self.ft1) / (1 + self.error1**2)
+        w0 = (1 - self.t) * _inside(positions0) / (1 + self.error0**2)
+        w1 = self.t * _inside(positions1) / (1 + self.error1**2)
         total = w0 + w1
         self.weight0 = torch.where(total < 1e-6, (1 - self.t).expand_as(total), w0 / total.clamp_min(1e-6))
 

@@ -201,7 +201,7 @@ class FlowSep(nn.Module):
             zeros = torch.zeros_like(f01)
             neighbours = Neighbours(zeros, zeros, valid=torch.zeros(batch, device=f01.device))
         q0, q1 = quadratic_flows(f01, f10, neighbours.f0m.to(f01.dtype), neighbours.f12.to(f01.dtype), prior.t,
-                                 neighbours.before, neighbours.after, neighbours.valid)
+                                 neighbours.before, neighbours.after, neighbours.valid, prior=prior)
         delta = torch.cat([q0 - prior.ft0, q1 - prior.ft1], 1)
         c = LINEAR_CHANNELS
         torch.sub(warp(frame1, q0), 0.5, out=features[:, c : c + 3])
