@@ -162,6 +162,7 @@ class FlowSep(nn.Module):
             splatted = torch.where(coverage > 1e-3, splatted, prior.blend())
             features = self._features(frame1, frame2, prior, splatted, coverage)
             deltas = self._quadratic(frame1, frame2, f01, f10, prior, neighbours, features) if self.config.quadratic else None
+            features = self._in_weights_format(features)
         # The head stays at the U-Net's half resolution: the synthesis samples it per output
         # pixel (compiled kernel) or upsamples it first (the reference composition).
         params = self.head(self.unet(features))
@@ -173,16 +174,15 @@ class FlowSep(nn.Module):
         )
 
     def _features(self, frame1: Tensor, frame2: Tensor, prior: FlowPrior, splatted: Tensor, coverage: Tensor) -> Tensor:
-        """The U-Net's input channels, (B, C, H, W), the 23 linear ones filled (a quadratic
-        network's 11 more by ``_quadratic``), written straight into one buffer in
-        the memory format of the network's weights: a torch.cat of temporaries, then the
-        convolution's copy to channels_last, were two more full-size passes over 23 channels."""
-        channels_last = self.head.weight.is_contiguous(memory_format=torch.channels_last)
+        """The U-Net's input channels, (B, C, H, W) contiguous, the 23 linear ones filled (a
+        quadratic network's 11 more by ``_quadratic``), written straight into one buffer.
+
+        Not channels_last, even for channels_last weights: there each op writing 1 to 3 of
+        the 34 channels strode over every pixel of the whole buffer (3-wide inner loops, a
+        cache line touched per pixel and op), twice the time of writing whole planes and
+        making one transposing copy (``_in_weights_format``) at 720p."""
         batch, _, height, width = frame1.shape
-        features = torch.empty(
-            (batch, self.in_channels, height, width), dtype=frame1.dtype, device=frame1.device,
-            memory_format=torch.channels_last if channels_last else torch.contiguous_format,
-        )
+        features = torch.empty((batch, self.in_channels, height, width), dtype=frame1.dtype, device=frame1.device)
         for index, image in enumerate((frame1, frame2, prior.warped0, prior.warped1, splatted)):
             torch.sub(image, 0.5, out=features[:, 3 * index : 3 * index + 3])
         torch.log1p(prior.error0, out=features[:, 15:16])
@@ -191,6 +191,13 @@ class FlowSep(nn.Module):
         features[:, 18:19] = prior.t
         torch.div(prior.ft0, FLOW_SCALE, out=features[:, 19:21])
         torch.div(prior.ft1, FLOW_SCALE, out=features[:, 21:23])
+        return features
+
+    def _in_weights_format(self, features: Tensor) -> Tensor:
+        """``features`` in the memory format of the network's weights (the first convolution
+        would otherwise make this copy itself), the contiguous buffer then freed."""
+        if self.head.weight.is_contiguous(memory_format=torch.channels_last):
+            return features.contiguous(memory_format=torch.channels_last)
         return features
 
     def _quadratic(self, frame1: Tensor, frame2: Tensor, f01: Tensor, f10: Tensor, prior: FlowPrior,
@@ -202,7 +209,9 @@ class FlowSep(nn.Module):
             neighbours = Neighbours(zeros, zeros, valid=torch.zeros(batch, device=f01.device))
         q0, q1 = quadratic_flows(f01, f10, neighbours.f0m.to(f01.dtype), neighbours.f12.to(f01.dtype), prior.t,
                                  neighbours.before, neighbours.after, neighbours.valid, prior=prior)
-        delta = torch.cat([q0 - prior.ft0, q1 - prior.ft1], 1)
+        delta = torch.empty(q0.shape[:1] + (4,) + q0.shape[2:], dtype=q0.dtype, device=q0.device)
+        torch.sub(q0, prior.ft0, out=delta[:, :2])
+        torch.sub(q1, prior.ft1, out=delta[:, 2:])
         c = LINEAR_CHANNELS
         torch.sub(warp(frame1, q0), 0.5, out=features[:, c : c + 3])
         torch.sub(warp(frame2, q1), 0.5, out=features[:, c + 3 : c + 6])
