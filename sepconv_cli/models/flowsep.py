@@ -228,14 +228,16 @@ class FlowSep(nn.Module):
         n, k = self.config.kernel_size, self.per_frame
         alpha = (ALPHA_SCALE * params[:, 2 * k + 3 :]).clamp(*ALPHA_RANGE)
         # Added in place on the frame's dy and dx slices: building zero-padded shift maps
-        # for every channel and concatenating them cost a third of a DIS call at 720p.
-        steered = params[:, : 2 * k + 3].clone()
+        # for every channel and concatenating them cost a third of a DIS call at 720p. The
+        # head's own output is changed (nothing else reads it, and the convolution's backward
+        # does not keep it) and a strided view of it handed on, which the synthesis reads as
+        # it is: a copy of the 69 channels first took as long as the adds themselves.
         for f in range(2):
             move = alpha[:, f : f + 1] * deltas[:, 2 * f : 2 * f + 2]  # (B, 2, h, w): dx, dy
             dy = f * k + 2 * n  # each frame's parameters: v (n), h (n), dy (n²), dx (n²), mask (n²)
-            steered[:, dy : dy + n * n] += move[:, 1:2]
-            steered[:, dy + n * n : dy + 2 * n * n] += move[:, 0:1]
-        return steered
+            params[:, dy : dy + n * n] += move[:, 1:2]
+            params[:, dy + n * n : dy + 2 * n * n] += move[:, 0:1]
+        return params[:, : 2 * k + 3]
 
 
 def widen_state_dict(state: dict[str, Tensor], network: FlowSep) -> dict[str, Tensor]:
