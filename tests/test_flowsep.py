@@ -83,6 +83,31 @@ def test_warp_is_backward_warping_with_replicated_edges() -> None:
     assert torch.allclose(warp(image, flow)[..., 0], image[..., 0] + 0.25)
 
 
+def _warp_by_interleaved_grid(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``warp`` as first written: its x and y sample positions interleaved by torch.stack."""
+    _, _, height, width = flow.shape
+    ys = torch.arange(height, dtype=flow.dtype).view(1, height, 1)
+    xs = torch.arange(width, dtype=flow.dtype).view(1, 1, width)
+    gx = (xs + flow[:, 0]) * (2 / max(width - 1, 1)) - 1
+    gy = (ys + flow[:, 1]) * (2 / max(height - 1, 1)) - 1
+    grid = torch.stack([gx, gy], dim=-1)
+    return torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def test_warps_and_the_prior_sample_bit_for_bit_where_an_interleaved_grid_does() -> None:
+    """The grids are views of x/y planes, built once per flow and shared by the prior's warps:
+    the samples must not move by a bit (odd sizes: the vector loops' tails too)."""
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 3, 37, 53), torch.rand(2, 3, 37, 53)
+    f01, f10 = torch.randn(2, 2, 37, 53) * 4, torch.randn(2, 2, 37, 53) * 4
+    assert torch.equal(warp(a, f01), _warp_by_interleaved_grid(a, f01))
+    prior = FlowPrior(a, b, f01, f10, torch.tensor([0.3, 0.5]))
+    assert torch.equal(prior.warped0, _warp_by_interleaved_grid(a, prior.ft0))
+    assert torch.equal(prior.warped1, _warp_by_interleaved_grid(b, prior.ft1))
+    error0 = prior.ft0 + _warp_by_interleaved_grid(f01, prior.ft0) - prior.ft1
+    assert torch.equal(prior.error0, torch.hypot(error0[:, :1], error0[:, 1:]))
+
+
 def test_splat_moves_pixels_forward_and_leaves_holes_empty() -> None:
     torch.manual_seed(0)
     strip = torch.rand(1, 3, 6, 12, dtype=torch.float64)

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from sepconv_cli.flow import FlowPrior, Neighbours, intermediate_flows, neighbour_flows, quadratic_flows, warp
-from sepconv_cli.models.flowsep import ALPHA_SCALE, FlowSep, FlowSepConfig, widen_state_dict
+from sepconv_cli.flow import (
+    FlowPrior, Neighbours, flow_prior, intermediate_flows, neighbour_flows, quadratic_flows, splat, warp,
+)
+from sepconv_cli.models.flowsep import (
+    ALPHA_RANGE, ALPHA_SCALE, FLOW_SCALE, FlowSep, FlowSepConfig, widen_state_dict,
+)
 from sepconv_cli.models.registry import build_model, load_weights
 
 V, A = 1.0, 6.0  # px per frame, px per frame²: the texture is at v·τ + a·τ²/2 at time τ
@@ -109,6 +113,91 @@ def test_a_quadratic_network_widened_from_linear_weights_is_exactly_the_linear_o
             expected = linear(frames[1], frames[2], t=t)
             assert torch.equal(widened(frames[1], frames[2], t=t, neighbours=neighbours), expected)
             assert torch.equal(widened(frames[1], frames[2], t=t), expected)
+
+
+def test_quadratic_flows_from_the_priors_flows_and_grids_are_the_same_bit_for_bit() -> None:
+    torch.manual_seed(2)
+    a, b = torch.rand(2, 3, 24, 40), torch.rand(2, 3, 24, 40)
+    f01, f10, f0m, f12 = (torch.randn(2, 2, 24, 40) * 3 for _ in range(4))
+    t, valid = torch.tensor([0.3, 0.6]), torch.tensor([1.0, 0.0])
+    alone = quadratic_flows(f01, f10, f0m, f12, t, 0.8, 1.5, valid)
+    shared = quadratic_flows(f01, f10, f0m, f12, t, 0.8, 1.5, valid, prior=FlowPrior(a, b, f01, f10, t))
+    assert all(torch.equal(x, y) for x, y in zip(shared, alone))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_unet_reads_exactly_the_documented_channels_in_the_weights_format(channels_last: bool) -> None:
+    """The U-Net's input, built plane by plane and then copied once to the weights' memory
+    format, against the 34 channels concatenated as the module docstring lists them."""
+    torch.manual_seed(0)
+    model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True)).eval()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+    frames = [accelerating(tau, 64, 96) for tau in (-1, 0, 1, 2)]
+    neighbours = neighbour_flows(*frames)
+    seen: list[torch.Tensor] = []
+    model.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        model(frames[1], frames[2], t=0.3, neighbours=neighbours)
+    a, b = frames[1], frames[2]
+    f01, f10 = flow_prior(a, b)
+    prior = FlowPrior(a, b, f01, f10, 0.3)
+    splatted, coverage = splat(a, b, f01, f10, prior.t)
+    splatted = torch.where(coverage > 1e-3, splatted, prior.blend())
+    q0, q1 = quadratic_flows(f01, f10, neighbours.f0m, neighbours.f12, 0.3, valid=neighbours.valid)
+    expected = torch.cat([
+        a - 0.5, b - 0.5, prior.warped0 - 0.5, prior.warped1 - 0.5, splatted - 0.5,
+        torch.log1p(prior.error0), torch.log1p(prior.error1), coverage.clamp(0, 2), prior.t.expand_as(coverage),
+        prior.ft0 / FLOW_SCALE, prior.ft1 / FLOW_SCALE,
+        warp(a, q0) - 0.5, warp(b, q1) - 0.5, (q0 - prior.ft0) / FLOW_SCALE, (q1 - prior.ft1) / FLOW_SCALE,
+        torch.ones_like(coverage),
+    ], 1)
+    assert torch.equal(seen[0], expected)
+    assert seen[0].is_contiguous(memory_format=layout)
+
+
+def _steered_by_concatenation(model: FlowSep, params: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """``FlowSep._steer`` written without touching the head's output: a shift map for every
+    parameter channel, zero but on the frames' dy and dx taps, added to a slice of it."""
+    n, k = model.config.kernel_size, model.per_frame
+    alpha = (ALPHA_SCALE * params[:, 2 * k + 3 :]).clamp(*ALPHA_RANGE)
+
+    def zeros(channels: int) -> torch.Tensor:
+        return torch.zeros_like(params[:, :1]).expand(-1, channels, -1, -1)
+
+    parts = []
+    for f in range(2):
+        move = alpha[:, f : f + 1] * deltas[:, 2 * f : 2 * f + 2]
+        parts += [zeros(2 * n), move[:, 1:2].expand(-1, n * n, -1, -1), move[:, 0:1].expand(-1, n * n, -1, -1),
+                  zeros(n * n)]
+    return params[:, : 2 * k + 3] + torch.cat([*parts, zeros(3)], 1)
+
+
+def test_steering_in_place_gives_the_outputs_and_gradients_of_a_separate_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_steer adds the quadratic shifts into the head's own output: in training, too, the
+    frame and every gradient must be those of the out-of-place definition."""
+    frames = [accelerating(tau, 48, 64) for tau in (-1, 0, 1, 2)]
+    neighbours = neighbour_flows(*frames)
+    truth = accelerating(0.5, 48, 64)
+
+    def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        torch.manual_seed(4)
+        model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True)).train()
+        with torch.no_grad():
+            model.head.weight.normal_(std=0.05)
+            model.head.bias.normal_(std=0.05)
+            model.head.bias[-2:] = 0.5 / ALPHA_SCALE
+        out = model(frames[1], frames[2], t=0.4, neighbours=neighbours)
+        (out - truth).abs().mean().backward()
+        return out.detach(), {name: p.grad for name, p in model.named_parameters()}
+
+    out, grads = run()
+    monkeypatch.setattr(FlowSep, "_steer", _steered_by_concatenation)
+    expected_out, expected_grads = run()
+    assert torch.equal(out, expected_out)
+    assert grads["head.weight"][-2:].abs().sum() > 0  # α does get a gradient
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_neighbours_crop_with_their_tile() -> None:
