@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sepconv_cli.engine import Interpolator  # noqa: E402
+from sepconv_cli import flow as flow_module  # noqa: E402
 from sepconv_cli.ext.flowsep_synthesis import reference_synthesis  # noqa: E402
 from sepconv_cli.flow import Neighbours, flow_prior, splat_reference  # noqa: E402
 from sepconv_cli.models import flowsep as flowsep_module  # noqa: E402
@@ -82,11 +83,11 @@ def _git_show(revision: str, path: str) -> str:
                           text=True).stdout
 
 
-def model_code(revision: str | None) -> types.ModuleType:
-    """The flowsep module of ``revision`` (None: this tree's), its ``sepconv_cli.flow`` imports
-    bound to the flow module of the same revision; the kernels are this tree's."""
+def model_code(revision: str | None) -> tuple[types.ModuleType, types.ModuleType]:
+    """The flow and flowsep modules of ``revision`` (None: this tree's), the second's
+    ``sepconv_cli.flow`` imports bound to the first; the kernels are this tree's."""
     if revision is None:
-        return flowsep_module
+        return flow_module, flowsep_module
     sources = {path: _git_show(revision, path) for path in MODEL_FILES}
     tag = hashlib.sha1("".join(sources.values()).encode()).hexdigest()[:10]
     loaded = {}
@@ -103,7 +104,7 @@ def model_code(revision: str | None) -> types.ModuleType:
                 sys.modules["sepconv_cli.flow"] = module
     finally:
         sys.modules["sepconv_cli.flow"] = saved
-    return loaded["sepconv_cli/models/flowsep.py"]
+    return loaded["sepconv_cli/flow.py"], loaded["sepconv_cli/models/flowsep.py"]
 
 
 def revision_model(module: types.ModuleType, weights: torch.nn.Module) -> torch.nn.Module:
@@ -148,6 +149,28 @@ def before() -> Iterator[None]:
         flowsep_module.splat = original
 
 
+def time_greys(code: dict[str, tuple[types.ModuleType, types.ModuleType]], size: tuple[int, int],
+               repeats: int) -> float:
+    """``flow.greys`` of one pair (what the engine makes per pair for DIS and the flow memo),
+    each revision's, alternating; returns 0 when the grey images are equal, else inf."""
+    a, b = frames(*size)
+    pair = torch.cat([a, b])
+    times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+    images = {}
+    for repeat in range(repeats + 1):
+        for label in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
+            wall, cpu = time.perf_counter(), time.process_time()
+            images[label] = [grey.image for grey in code[label][0].greys(pair)]
+            if repeat:
+                times[label].append((time.perf_counter() - wall, time.process_time() - cpu))
+    med = _medians(times)
+    same = all((x == y).all() for x, y in zip(images["before"], images["after"], strict=True))
+    click.echo(f"\nflow.greys of a {size[1]}x{size[0]} pair: before {med['before'][0] * 1e3:.1f} ms, after "
+               f"{med['after'][0] * 1e3:.1f} ms, wall ratio {med['before'][0] / med['after'][0]:.2f}x, CPU ratio "
+               f"{med['before'][1] / med['after'][1]:.2f}x, identical: {'yes' if same else 'NO'}")
+    return 0.0 if same else float("inf")
+
+
 def _medians(times: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[float, float]]:
     return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
 
@@ -174,8 +197,8 @@ def main(sizes: str, repeats: int, threads: int | None, baseline: str | None, ca
         contexts: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
             "before": before, "after": contextlib.nullcontext}
     else:
-        models = {"before": revision_model(model_code(baseline), weights),
-                  "after": revision_model(model_code(candidate), weights)}
+        code = {"before": model_code(baseline), "after": model_code(candidate)}
+        models = {label: revision_model(flowsep, weights) for label, (_, flowsep) in code.items()}
         contexts = {"before": contextlib.nullcontext, "after": contextlib.nullcontext}
         click.echo(f"before: {baseline}, after: {candidate or 'this tree'}; {torch.get_num_threads()} threads")
     click.echo("| size | before wall s | after wall s | wall ratio | before CPU s | after CPU s | CPU ratio | max diff |")
@@ -208,6 +231,8 @@ def main(sizes: str, repeats: int, threads: int | None, baseline: str | None, ca
             f"| {name} | {med['before'][0]:.2f} | {med['after'][0]:.2f} | {med['before'][0] / med['after'][0]:.2f}x "
             f"| {med['before'][1]:.2f} | {med['after'][1]:.2f} | {med['before'][1] / med['after'][1]:.2f}x | {diff:.1e} |"
         )
+    if baseline is not None:
+        worst = max(worst, time_greys(code, SIZES[sizes.split(",")[0]], repeats))
     if baseline is not None and e2e:
         height, width = SIZES[sizes.split(",")[0]]
         intervals: dict[str, list[float]] = {"before": [], "after": []}

@@ -90,10 +90,12 @@ def dis_flows(grey0: np.ndarray, grey1: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _grey(frames: Tensor) -> np.ndarray:
     """(N, 3, H, W) in [0, 1] → (N, H, W) uint8, OpenCV's RGB→grey weights."""
-    rgb = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     import cv2
 
-    return np.stack([cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) for image in rgb])
+    # In place after clamp's copy, and the planes interleaved by cv2.merge: a fresh 11 MB
+    # temporary per step and numpy's strided HWC copy were 3/4 of the time at 720p.
+    planes = frames.detach().float().clamp(0, 1).mul_(255).round_().to(torch.uint8).cpu().numpy()
+    return np.stack([cv2.cvtColor(cv2.merge(list(image)), cv2.COLOR_RGB2GRAY) for image in planes])
 
 
 def flow_prior(frame0: Tensor, frame1: Tensor, max_width: int = MAX_FLOW_WIDTH,

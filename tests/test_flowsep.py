@@ -8,7 +8,7 @@ import torch
 
 from sepconv_cli.engine import Interpolator, Tiling
 from sepconv_cli.evaluation.methods import FlowInterpolation, to_uint8
-from sepconv_cli.flow import FlowPrior, baseline, flow_prior, intermediate_flows, splat, warp
+from sepconv_cli.flow import FlowPrior, baseline, flow_prior, greys, intermediate_flows, splat, warp
 from sepconv_cli.models.flowsep import FlowSep, FlowSepConfig, gate
 from sepconv_cli.models.registry import build_model, load_weights, save_weights
 from tests.media import texture
@@ -106,6 +106,22 @@ def test_warps_and_the_prior_sample_bit_for_bit_where_an_interleaved_grid_does()
     assert torch.equal(prior.warped1, _warp_by_interleaved_grid(b, prior.ft1))
     error0 = prior.ft0 + _warp_by_interleaved_grid(f01, prior.ft0) - prior.ft1
     assert torch.equal(prior.error0, torch.hypot(error0[:, :1], error0[:, 1:]))
+
+
+def test_dis_sees_opencvs_grey_of_the_rounded_frames_and_the_frames_stay_as_they_were() -> None:
+    import cv2
+
+    torch.manual_seed(0)
+    frames = torch.rand(2, 3, 37, 53) * 1.2 - 0.1  # some outside [0, 1]
+    frames[0, :, 0, :8] = (torch.arange(8.0) + 0.5) / 255  # halves: round-half-even
+    given = frames.clone()
+    expected = [
+        cv2.cvtColor(np.ascontiguousarray(f.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()),
+                     cv2.COLOR_RGB2GRAY)
+        for f in frames
+    ]
+    assert all(np.array_equal(grey.image, e) for grey, e in zip(greys(frames), expected, strict=True))
+    assert torch.equal(frames, given)
 
 
 def test_splat_moves_pixels_forward_and_leaves_holes_empty() -> None:
