@@ -368,13 +368,19 @@ def test_procedural_scenes_on_the_fly(tmp_path: Path) -> None:
 # Distributed
 
 
-def test_torchrun_two_gloo_processes_end_with_identical_weights(cache: Path, tmp_path: Path) -> None:
+def torchrun_train(cache: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Three steps of ``sepconv train`` in two gloo processes on the CPU, into ``out``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "sepconv_cli", "train", "--data", str(cache), "--out", str(tmp_path / "ddp"), *TINY_ARGS,
-               "--max-steps", "3", "--log-every", "1", "--val-fraction", "0.2", "--device", "cpu"]
+               "-m", "sepconv_cli", "train", "--data", str(cache), "--out", str(out), *TINY_ARGS,
+               "--max-steps", "3", "--val-fraction", "0.2", "--device", "cpu", *extra]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_torchrun_two_gloo_processes_end_with_identical_weights(cache: Path, tmp_path: Path) -> None:
+    done = torchrun_train(cache, tmp_path / "ddp", "--log-every", "1")
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and len(summary["rank_digests"]) == 2
     assert summary["ranks_in_sync"] and len(set(summary["rank_digests"])) == 1
@@ -563,12 +569,7 @@ def test_ema_outside_zero_to_one_is_refused_in_one_line(cache: Path, tmp_path: P
 
 
 def test_torchrun_with_ema_averages_the_synchronised_weights(cache: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "sepconv_cli", "train", "--data", str(cache), "--out", str(tmp_path / "ddp"), *TINY_ARGS,
-               "--max-steps", "3", "--val-fraction", "0.2", "--device", "cpu", "--ema", "0.9"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun_train(cache, tmp_path / "ddp", "--ema", "0.9")
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["ranks_in_sync"]
     ddp = read_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.ckpt")["ema"]
     assert ddp["updates"] == 3
