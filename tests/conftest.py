@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control starts background commands (`.ci/run &`, nohup) with
+    # SIGINT ignored, and children inherit that: the Ctrl-C tests' subprocesses would then
+    # never see their SIGINT. The tests are about Ctrl-C reaching sepconv, so the suite
+    # gives its children the default disposition whatever it was started with.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
