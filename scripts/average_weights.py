@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from sepconv_cli.errors import SepconvError
-from sepconv_cli.models.registry import save_weights
+from sepconv_cli.models.registry import read_weights_file, save_weights
 from sepconv_cli.training import average_weights
 
 
@@ -29,7 +29,13 @@ def main(argv: list[str]) -> int:
     except SepconvError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    save_weights(network, out, metadata={"averaged": [Path(source).name for source in sources]})
+    # The members' steps, so the average reads as trained weights (the shipped file's test
+    # asks for a step) and says what it is made of.
+    steps = [read_weights_file(source)["metadata"].get("step") for source in sources]
+    metadata: dict[str, object] = {"averaged": [Path(source).name for source in sources], "averaged_steps": steps}
+    if all(isinstance(step, int) for step in steps):
+        metadata["step"] = max(steps)
+    save_weights(network, out, metadata=metadata)
     print(f"{out}: the average of {len(sources)} weights files")
     return 0
 

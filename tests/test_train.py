@@ -604,6 +604,9 @@ def test_average_of_weights_files_is_the_mean_and_refuses_other_networks(tmp_pat
                             capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert result.returncode == 0, result.stderr
     assert torch.equal(load_weights(tmp_path / "avg.pt").state_dict()[key], averaged[key])
+    from sepconv_cli.models.registry import read_weights_file
+    written = read_weights_file(tmp_path / "avg.pt")["metadata"]
+    assert written["averaged"] == [p.name for p in paths] and "step" not in written  # the members have no step
     refused = subprocess.run([sys.executable, "scripts/average_weights.py", str(paths[0]), str(paths[0]), str(paths[1])],
                              capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1

@@ -62,12 +62,6 @@ class WeightAverage:
             mine.copy_(theirs)
         self.updates += 1
 
-    @torch.no_grad()
-    def reset(self, network: nn.Module) -> None:
-        """Start the average again from ``network``'s weights (a run that had none)."""
-        self.module.load_state_dict(network.state_dict())
-        self.updates = 0
-
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint stores to continue the average exactly (tensors on the CPU)."""
         return {"decay": self.decay, "updates": self.updates,
