@@ -610,3 +610,15 @@ def test_average_of_weights_files_is_the_mean_and_refuses_other_networks(tmp_pat
     refused = subprocess.run([sys.executable, "scripts/average_weights.py", str(paths[0]), str(paths[0]), str(paths[1])],
                              capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+
+
+def test_loss_terms_have_columns_of_their_own_beside_validation_scores(cache: Path, tmp_path: Path) -> None:
+    # An "ssim" loss term once shared the CSV column of validation's SSIM.
+    run = tmp_path / "run"
+    train(tiny_config(cache, max_steps=4, losses=["l1", "ssim:0.1"]), run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    trains = [r for r in rows if r["kind"] == "train"]
+    assert all(r["loss"] == pytest.approx(r["loss_l1"] + 0.1 * r["loss_ssim"], rel=1e-4) for r in trains)
+    assert all("ssim" not in r for r in trains)
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert len(header) == len(set(header)) and {"loss_l1", "loss_ssim", "ssim"} <= set(header)

@@ -540,8 +540,9 @@ class Trainer:
 
     @property
     def _averaged(self) -> list[str]:
-        """What a "train" row averages after the loss, in the order ``_train_step`` returns it."""
-        return [*self.objective.names, "grad_norm"]
+        """What a "train" row averages after the loss, in the order ``_train_step`` returns it.
+        The terms are prefixed: a bare ``ssim`` term would share the column of validation's SSIM."""
+        return [*(f"loss_{name}" for name in self.objective.names), "grad_norm"]
 
     def _limit_reached(self) -> str | None:
         c = self.config
