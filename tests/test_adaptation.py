@@ -14,17 +14,18 @@ import torch
 from click.testing import CliRunner
 
 from sepconv_cli.adaptation import (MIN_SIDE, AdaptOptions, CannotAdapt, adapt, adaptation_key, adapted_weights,
-                                    compare_held_out, held_out_choice, parse_duration, patch_sides, spread_triplets,
-                                    write_triplet_caches)
+                                    compare_held_out, held_out_choice, parse_duration, patch_sides, score_held_out,
+                                    spread_windows, window_count, write_window_caches)
 from sepconv_cli.cli import cli
-from sepconv_cli.data.cache import PatchCache
+from sepconv_cli.data.cache import AFTER, BEFORE, BOTH, PatchCache, valid_name
 from sepconv_cli.errors import InputError
 from sepconv_cli.evaluation.adapted import adapted_methods, input_frames
 from sepconv_cli.evaluation.benchmarks import Dataset, Sample, Triplet
 from sepconv_cli.evaluation.methods import build_methods
 from sepconv_cli.evaluation.runner import run_evaluation
 from sepconv_cli.models.registry import build_model, load_weights, save_weights
-from sepconv_cli.training import parameter_digest
+from sepconv_cli.training import evaluate, held_out_dataset, parameter_digest
+from tests.conftest import TINY_SEPCONV
 from tests.interrupts import interrupt_when, interrupted_cleanly
 from tests.media import decode_rgb, make_video
 
@@ -36,14 +37,16 @@ TINY = AdaptOptions(steps=4, batch_size=4, crop=64, patch=64, patches=2, triplet
 FEW_STEPS = AdaptOptions(steps=4, batch_size=4, patches=2, triplets=8, held_out_every=3, warmup_steps=2)
 
 
-def moving_frames(count: int = 24, size: tuple[int, int] = (96, 128), speed: float = 3.0) -> list[np.ndarray]:
-    """A smooth random texture panning ``speed`` px per frame."""
+def moving_frames(count: int = 24, size: tuple[int, int] = (96, 128), speed: float = 3.0,
+                  accel: float = 0.0) -> list[np.ndarray]:
+    """A smooth random texture panning ``speed`` px per frame, ``accel`` px per frame² faster each frame."""
     rng = np.random.default_rng(0)
     import cv2
 
     h, w = size
     big = cv2.GaussianBlur(rng.integers(0, 256, (h * 2, w * 4, 3)).astype(np.uint8), (0, 0), 2.0)
-    return [np.ascontiguousarray(big[20 : 20 + h, round(10 + k * speed) : round(10 + k * speed) + w]) for k in range(count)]
+    shifts = [round(10 + k * speed + accel * k * k / 2) for k in range(count)]
+    return [np.ascontiguousarray(big[20 : 20 + h, x : x + w]) for x in shifts]
 
 
 def test_durations_read_as_a_user_writes_them() -> None:
@@ -59,15 +62,57 @@ def test_durations_read_as_a_user_writes_them() -> None:
 
 
 @pytest.mark.parametrize("total", [None, 100])
-def test_triplets_are_consecutive_frames_spread_over_the_whole_input(total: int | None) -> None:
+def test_windows_are_consecutive_triplets_and_their_neighbours_spread_over_the_whole_input(total: int | None) -> None:
     frames = [np.full((4, 4, 3), k, np.uint8) for k in range(100)]
-    chosen = spread_triplets(iter(frames), 8, total)
-    starts = [start for start, _ in chosen]
+    chosen = spread_windows(iter(frames), 8, total)
+    starts = [w.start for w in chosen]
     assert len(chosen) == 8
-    for start, triplet in chosen:
-        assert [int(f[0, 0, 0]) for f in triplet] == [start, start + 1, start + 2]
+    for w in chosen:
+        assert [int(f[0, 0, 0]) for f in w.triplet] == [w.start, w.start + 1, w.start + 2]
+        # The neighbours are as far outside the triplet as its outer frames lie apart.
+        assert w.before is not None and int(w.before[0, 0, 0]) == w.start - 2 or w.before is None and w.start < 2
+        assert w.after is not None and int(w.after[0, 0, 0]) == w.start + 4 or w.after is None and w.start + 4 >= 100
     assert all(b - a >= 3 for a, b in zip(starts, starts[1:]))  # no frame in two triplets
     assert starts[0] < 15 and starts[-1] > 70  # the whole clip, not its start
+    assert chosen[0].before is None  # the clip's first frame starts the first window
+
+
+def test_the_ends_of_the_input_have_no_neighbours_and_shared_frames_are_held_once() -> None:
+    frames = [np.full((4, 4, 3), k, np.uint16) * 256 for k in range(12)]
+    chosen = spread_windows(iter(frames), 4, 12)  # starts 0, 3, 6, 9
+    assert [w.start for w in chosen] == [0, 3, 6, 9]
+    assert chosen[0].before is None and chosen[-1].after is None  # frames -2 and 13 do not exist
+    assert all(w.triplet[0].dtype == np.uint8 for w in chosen)
+    # 16-bit input is converted once per frame: a neighbour is the very array of the other window's triplet frame.
+    assert chosen[1].before is chosen[0].triplet[1] and chosen[0].after is chosen[1].triplet[1]
+
+
+@pytest.mark.parametrize("total", [None, 2000])
+def test_the_frames_held_stay_bounded_and_no_more_than_the_triplets_held(total: int | None) -> None:
+    import weakref
+
+    assert window_count(120) * 5 <= 120 * 3 and window_count(120) == 72
+    live, peak = 0, 0
+
+    def freed() -> None:
+        nonlocal live
+        live -= 1
+
+    def frames() -> Iterator[np.ndarray]:
+        nonlocal live, peak
+        for k in range(2000):
+            frame = np.full((2, 2, 3), k % 256, np.uint8)
+            weakref.finalize(frame, freed)
+            live += 1
+            peak = max(peak, live)
+            yield frame
+            del frame
+
+    count = 10
+    chosen = spread_windows(frames(), count, total)
+    assert len(chosen) == count and chosen[-1].start > 1500
+    # Fewer than twice ``count`` windows of five frames, the last frames read and the windows awaiting their after.
+    assert peak <= 5 * 2 * count + 8, peak
 
 
 def test_adaptation_that_cannot_help_keeps_the_original_weights(tmp_path: Path, flowsep_weights: Path) -> None:
@@ -228,7 +273,7 @@ def test_held_out_windows_include_run_time_motion(tmp_path: Path) -> None:
 
     frames = moving_frames(30, size=(192, 256), speed=4.0)
     options = AdaptOptions(triplets=8, val_patches=3, patches=2)
-    data = write_triplet_caches(spread_triplets(iter(frames), 8, len(frames)), tmp_path, options)
+    data = write_window_caches(spread_windows(iter(frames), 8, len(frames)), tmp_path, options)
     assert data.sides.half_held and data.held_out_triplets == 4
     held = PatchCache(data.held_out)
     assert [unit.patches for unit in held.index.units] == [6] * 4  # 3 full-size + 3 halved windows each
@@ -238,6 +283,111 @@ def test_held_out_windows_include_run_time_motion(tmp_path: Path) -> None:
             f0, _, f2 = (np.float32(held[k][t].mean(axis=0)) for t in range(3))
             shifts.append(abs(cv2.phaseCorrelate(f0, f2)[0][0]))
         assert np.allclose(shifts[:3], 8, atol=1) and np.allclose(shifts[3:], 4, atol=1), (index, shifts)
+
+
+def _cached_windows(root: Path) -> Iterator[tuple[int, np.ndarray, int]]:
+    """(first frame of the triplet, (5, 3, S, S) window, neighbour flags) of every window of a cache."""
+    cache = PatchCache(root)
+    for unit in cache.index.units:
+        start = int(unit.key.split(":")[1].split("-")[0])
+        windows, flags = np.load(root / unit.shard), np.load(root / valid_name(unit.shard))
+        for window, flag in zip(windows, flags, strict=True):
+            yield start, window, int(flag)
+
+
+def test_adaptation_caches_hold_the_neighbour_frames_and_none_across_a_shot_cut(tmp_path: Path) -> None:
+    import cv2
+
+    from sepconv_cli.adaptation.triplets import _half
+
+    # Two shots of disjoint colours (a cut between frames 14 and 15), each a moving texture.
+    cut = 15
+    frames = [f // 2 + (128 if k >= cut else 0) for k, f in enumerate(moving_frames(30, size=(192, 256)))]
+    options = AdaptOptions(patch=64, crop=64, val_patch=64, patches=2, held_out_every=3, val_patches=2)
+    data = write_window_caches(spread_windows(iter(frames), 16, len(frames)), tmp_path, options)
+    assert data.sides.half_train and data.sides.half_held  # the ×2 copies are cropped too
+    halves = [_half(f) for f in frames]
+    seen: dict[int, set[int]] = {}
+    for root in (data.train, data.held_out):
+        assert PatchCache(root).has_windows and PatchCache(root).index.version == 2
+        for start, window, flags in _cached_windows(root):
+            seen.setdefault(start, set()).add(flags)
+            assert (window < 128).all() or (window >= 128).all(), start  # one shot: no frame across the cut
+            # Find the window's place by its middle frame, at full size or in the ×2 copy.
+            middle = np.ascontiguousarray(window[2].transpose(1, 2, 0))
+            for source in (frames, halves):
+                scores = cv2.matchTemplate(source[start + 1], middle, cv2.TM_SQDIFF)
+                if scores.min() == 0:
+                    break
+            assert scores.min() == 0, start
+            x, y = cv2.minMaxLoc(scores)[2]
+            wanted = [start - 2 if flags & BEFORE else start, start, start + 1, start + 2,
+                      start + 4 if flags & AFTER else start + 2]
+            for k, index in enumerate(wanted):  # every frame cut at the same place
+                assert np.array_equal(window[k], source[index][y : y + 64, x : x + 64].transpose(2, 0, 1)), (start, k)
+    # Windows start every third frame; the clip's ends and the cut leave a neighbour out, nothing else does.
+    assert sorted(seen) == list(range(0, 28, 3))
+    expected = {0: AFTER, 12: BEFORE, 15: AFTER, 27: BEFORE}
+    assert seen == {start: {expected.get(start, BOTH)} for start in seen}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_held_out_scores_give_a_four_frame_model_its_neighbours(tmp_path: Path) -> None:
+    import shutil
+
+    from torch.utils.data import DataLoader
+
+    from sepconv_cli.adaptation.held_out import _psnr
+
+    # Accelerating motion, where the quadratic candidate differs from the linear one.
+    frames = moving_frames(30, speed=1.0, accel=0.3)
+    options = AdaptOptions(patch=64, crop=64, val_patch=64, patches=2, held_out_every=2, val_patches=2)
+    data = write_window_caches(spread_windows(iter(frames), 16, len(frames)), tmp_path / "caches", options, 32)
+    # The same windows with their neighbours withheld: every flag cleared.
+    withheld = tmp_path / "withheld"
+    shutil.copytree(data.held_out, withheld)
+    for valid in withheld.glob("shards/*.valid.npy"):
+        np.save(valid, np.zeros_like(np.load(valid)))
+    flags = np.concatenate([np.load(v) for v in sorted(data.held_out.glob("shards/*.valid.npy"))])
+    both = flags == BOTH
+    assert both.any() and not both.all()  # some windows have both neighbours, the clip's ends do not
+
+    torch.manual_seed(0)
+    quadratic = build_model("flowsep", {"channels": [4, 8, 8, 8], "quadratic": True})
+    with torch.no_grad():
+        quadratic.head.bias[-2:] = 8.0  # α = 1: the taps follow the quadratic motion wholly
+    torch.manual_seed(0)
+    models = {"quadratic": quadratic, "flowsep": build_model("flowsep", {"channels": [4, 8, 8, 8]}),
+              "sepconv": build_model("sepconv", TINY_SEPCONV)}
+    for name, network in models.items():
+        weights = tmp_path / f"{name}.pt"
+        save_weights(network, weights)
+        scored = np.concatenate(score_held_out(weights, data.held_out, "cpu", 4))
+        without = np.concatenate(score_held_out(weights, withheld, "cpu", 4))
+        assert len(scored) == len(flags) and np.isfinite(scored).all()
+        if name == "quadratic":
+            # Only where both neighbours exist do they change the prediction (elsewhere: linear motion).
+            assert np.array_equal(scored[~both], without[~both])
+            assert not np.allclose(scored[both], without[both], rtol=1e-3, atol=0), name
+        else:  # models that take no neighbours score the windows' triplets alone
+            assert np.array_equal(scored, without), name
+        # As the training loop validates (the score its best checkpoint is chosen by).
+        loaded = load_weights(weights).eval()
+        validated = evaluate(loaded, DataLoader(held_out_dataset(PatchCache(data.held_out), loaded), batch_size=4),
+                             torch.device("cpu"))
+        assert np.mean([_psnr(float(e)) for e in scored]) == pytest.approx(validated["psnr"], abs=1e-3), name
+
+
+def test_a_four_frame_model_adapts_on_windows(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    network = build_model("flowsep", {"channels": [4, 8, 8, 8], "quadratic": True})
+    base = tmp_path / "quadratic.pt"
+    save_weights(network, base)
+    result = adapt(moving_frames(speed=1.0, accel=0.3), base, tmp_path / "work", TINY)
+    assert result.steps == TINY.steps and result.held_out_triplets >= 1
+    for cache in ("train", "held_out"):
+        assert PatchCache(tmp_path / "work" / cache).has_windows
+    assert load_weights(result.weights).config.quadratic
 
 
 def test_the_held_out_choice_needs_a_gain_beyond_noise() -> None:

@@ -1,4 +1,4 @@
-"""``adapt``: the triplets' caches, the original weights scored, ``sepconv train``'s loop run
+"""``adapt``: the windows' caches, the original weights scored, ``sepconv train``'s loop run
 on the caches within the budget, and the better of the two weights kept."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 
 from sepconv_cli.adaptation.held_out import _psnr, _triplet_psnrs, compare_held_out, score_held_out
 from sepconv_cli.adaptation.options import AdaptOptions, AdaptProgress, AdaptResult, CannotAdapt, Note, Progress
-from sepconv_cli.adaptation.triplets import (AdaptData, _write_textures, patch_sides, spread_triplets,
-                                             write_triplet_caches)
+from sepconv_cli.adaptation.triplets import (AdaptData, _write_textures, patch_sides, spread_windows, window_count,
+                                             write_window_caches)
 from sepconv_cli.training import TrainConfig, TrainingError, TrainProgress
 from sepconv_cli.training import train as run_training
 
@@ -92,13 +92,14 @@ def adapt(frames: Iterable[np.ndarray], base: Path, work: Path, options: AdaptOp
     if first is not None:  # too small: say so before reading the rest
         patch_sides(first.shape[0], first.shape[1], options, _stride(model))
         frames = itertools.chain([first], frames)
-    triplets = spread_triplets(frames, options.triplets, total,
-                               progress=lambda n: report(AdaptProgress("triplets", n, total)))
-    if len(triplets) < 2:
+    # A window holds five frames, a triplet three: the frames held stay those of ``options.triplets`` triplets.
+    windows = spread_windows(frames, window_count(options.triplets), total,
+                             progress=lambda n: report(AdaptProgress("triplets", n, total)))
+    if len(windows) < 2:
         raise CannotAdapt("the input has too few frames to adapt to (at least six are needed)")
-    data = write_triplet_caches(triplets, work, options, _stride(model))
-    textures = _write_textures(triplets, work / "textures") if options.scenes else None
-    del triplets
+    data = write_window_caches(windows, work, options, _stride(model))
+    textures = _write_textures(windows, work / "textures") if options.scenes else None
+    del windows
     scoring = time.perf_counter()
     base_errors = score_held_out(base, data.held_out, device, options.batch_size)
     scoring = time.perf_counter() - scoring

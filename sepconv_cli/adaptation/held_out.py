@@ -1,5 +1,6 @@
-"""Judging adapted weights on the held-out triplets: every window's error, and whether a
-candidate's gain over the original weights is more than the triplets can tell from noise."""
+"""Judging adapted weights on the held-out triplets (with their neighbour frames): every
+window's error, and whether a candidate's gain over the original weights is more than the
+triplets can tell from noise."""
 
 from __future__ import annotations
 
@@ -12,24 +13,29 @@ import numpy as np
 
 def score_held_out(weights: Path, cache: Path, device: str = "auto", batch_size: int = 8) -> list[np.ndarray]:
     """The mean squared error (predictions rounded to 8 bits, as validation does) of every
-    held-out window of ``cache`` for the weights file ``weights``, one array per triplet."""
+    held-out window of ``cache`` for the weights file ``weights``, one array per triplet.
+
+    The windows reach the network as the training loop's validation feeds them
+    (``training.held_out_dataset``): a four-frame model gets each window's neighbour frames,
+    so the verdict judges the motion the run will interpolate with, and a model that takes
+    none gets the triplets alone."""
     import torch
+    from torch.utils.data import DataLoader
 
     from sepconv_cli.data.cache import PatchCache
-    from sepconv_cli.data.dataset import to_frames
     from sepconv_cli.models.registry import load_weights
-    from sepconv_cli.training import resolve_device, run_model
+    from sepconv_cli.training import batch_inputs, held_out_dataset, resolve_device, run_model
 
     held = PatchCache(cache)
     where = resolve_device(device)
     network = load_weights(weights).to(where).eval()
     errors = []
     with torch.no_grad():
-        for start in range(0, len(held), batch_size):
-            batch = torch.from_numpy(np.stack([held[i] for i in range(start, min(start + batch_size, len(held)))]))
-            frame1, middle, frame2 = to_frames(batch, where)
-            prediction = run_model(network, frame1, frame2, None).float().clamp(0, 1).mul(255).round().div(255)
-            errors.append((prediction.double() - middle.double()).pow(2).flatten(1).mean(1).cpu().numpy())
+        for batch in DataLoader(held_out_dataset(held, network), batch_size=batch_size, shuffle=False):
+            x = batch_inputs(batch, where)
+            prediction = run_model(network, x.frame1, x.frame2, x.times, x.neighbours)
+            prediction = prediction.float().clamp(0, 1).mul(255).round().div(255)
+            errors.append((prediction.double() - x.middle.double()).pow(2).flatten(1).mean(1).cpu().numpy())
     ends = np.cumsum([unit.patches for unit in held.index.units if unit.patches])
     return np.split(np.concatenate(errors), ends[:-1])
 

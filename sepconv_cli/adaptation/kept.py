@@ -19,7 +19,9 @@ from sepconv_cli.adaptation.fine_tuning import adapt
 from sepconv_cli.adaptation.options import AdaptOptions, AdaptResult, Note, Progress
 from sepconv_cli.errors import InputError, OutputError
 
-FORMAT_VERSION = 2  # of the cached adaptations: bump when a change makes old ones stale
+# Of the cached adaptations: bump when a change makes old ones stale (3: four-frame models
+# are trained and judged with their neighbour frames, which version 2 withheld).
+FORMAT_VERSION = 3
 
 
 def cache_dir() -> Path:

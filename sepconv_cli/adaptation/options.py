@@ -31,9 +31,12 @@ class CannotAdapt(InputError):
 class AdaptOptions:
     """How to adapt. ``budget``: seconds for everything (triplets and training);
     ``steps``: stop after this many optimizer steps instead (reproducible, for tests).
-    ``triplets``: most triplets drawn from the input. Held out: one triplet in
-    ``held_out_every``, at least ``held_out_min`` (but never more than half), each scored on
-    ``val_patches`` windows per scale (full size and ×2 smaller) of at most ``val_patch`` px.
+    ``triplets``: how many triplets' frames (three each) the input's windows may hold: a
+    window is a triplet and its two neighbours, five frames, so ``triplets * 3 // 5``
+    windows are drawn (``window_count``: 72 for 120, as much memory as 120 triplets took
+    before windows). Held out: one triplet in ``held_out_every``, at least ``held_out_min``
+    (but never more than half), each scored on ``val_patches`` windows per scale (full
+    size and ×2 smaller) of at most ``val_patch`` px.
     ``patch``/``patches``: largest training patch side (px) and most patches per triplet;
     ``crop``: largest training crop. The sides used come from the frame size
     (``patch_sides``), down to ``MIN_SIDE``. ``min_gain``: the least held-out gain (dB) for

@@ -45,7 +45,7 @@ from sepconv_cli.training.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERS
 from sepconv_cli.training.config import (OPTIMIZERS, PRECISIONS, RESUMABLE, Note, ProgressFn, TrainConfig,
                                          TrainingError, TrainProgress, TrainResult, default_run_dir)
 from sepconv_cli.training.distributed import Distributed, EpochSampler, resolve_device, setup_distributed
-from sepconv_cli.training.run_data import RunData, build_run_data
+from sepconv_cli.training.run_data import RunData, build_run_data, held_out_dataset
 from sepconv_cli.training.run_files import RunWriter, plot_curves, sample_sheet
 from sepconv_cli.training.trainer import Trainer, train
 from sepconv_cli.training.validation import Inputs, batch_inputs, evaluate, predict_samples, run_model, split_batch
@@ -54,7 +54,7 @@ __all__ = [
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "OPTIMIZERS", "PRECISIONS", "RESUMABLE", "Distributed", "EpochSampler",
     "Inputs", "Note", "ProgressFn", "RunData", "RunWriter", "TrainConfig", "TrainProgress", "TrainResult", "Trainer",
     "TrainingError", "WeightAverage", "average_weights", "_atomic_save", "_atomic_text", "_rng_state", "_set_rng_state", "batch_inputs",
-    "build_run_data", "default_run_dir", "evaluate", "export_checkpoint", "exported_state", "load_run_config",
-    "parameter_digest", "plot_curves", "predict_samples", "read_checkpoint", "resolve_device", "run_model",
-    "sample_sheet", "setup_distributed", "split_batch", "train", "warm_decay",
+    "build_run_data", "default_run_dir", "evaluate", "export_checkpoint", "exported_state", "held_out_dataset",
+    "load_run_config", "parameter_digest", "plot_curves", "predict_samples", "read_checkpoint", "resolve_device",
+    "run_model", "sample_sheet", "setup_distributed", "split_batch", "train", "warm_decay",
 ]

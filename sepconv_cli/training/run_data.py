@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from sepconv_cli.data.cache import PatchCache
 from sepconv_cli.data.dataset import MixedDataset, SceneDataset, TripletDataset, split_cache
 from sepconv_cli.errors import InputError
 from sepconv_cli.training.config import Note, TrainConfig
@@ -38,6 +39,21 @@ class _Shape:
     timed: bool
     windows: bool
 
+    @classmethod
+    def of(cls, network: nn.Module) -> _Shape:
+        # Four-frame models learn from windows: the frames around each pair come along.
+        return cls(timed=bool(getattr(network, "any_time", False)),
+                   windows=bool(getattr(getattr(network, "config", None), "quadratic", False)))
+
+
+def held_out_dataset(cache: PatchCache, network: nn.Module) -> TripletDataset:
+    """Every item of ``cache`` as a run validates ``network`` on it (``TrainConfig.val_data``):
+    centre crops of a side the network's stride divides, with the times and, for four-frame
+    models, the neighbour frames that the network takes."""
+    shape = _Shape.of(network)
+    crop = cache.size - cache.size % network.stride
+    return TripletDataset(cache, None, crop, augmented=False, timed=shape.timed, windows=shape.windows)
+
 
 def build_run_data(config: TrainConfig, network: nn.Module, env: Distributed, per_rank: int, note: Note) -> RunData:
     """The datasets and loaders of ``config`` for ``network``, split among ``env``'s processes
@@ -45,9 +61,7 @@ def build_run_data(config: TrainConfig, network: nn.Module, env: Distributed, pe
     default, so that a resume reads the same one. Raises ``InputError`` on data that cannot
     feed the run (patches smaller than the crop, fewer triplets than a batch)."""
     c = config
-    # Four-frame models learn from windows: the frames around each pair come along.
-    shape = _Shape(timed=bool(getattr(network, "any_time", False)),
-                   windows=bool(getattr(getattr(network, "config", None), "quadratic", False)))
+    shape = _Shape.of(network)
     if c.synthetic:
         description, train_set, val_set = _scene_sets(c, shape)
         if c.data:
@@ -56,11 +70,8 @@ def build_run_data(config: TrainConfig, network: nn.Module, env: Distributed, pe
     else:
         description, train_set, val_set = _cache_sets(c, shape, note)
     if c.val_data:
-        from sepconv_cli.data.cache import PatchCache
-
         held_out = PatchCache(c.val_data)
-        crop = held_out.size - held_out.size % network.stride
-        val_set = TripletDataset(held_out, None, crop, augmented=False, timed=shape.timed, windows=shape.windows)
+        val_set = held_out_dataset(held_out, network)
         description += f"; validated on patch cache {c.val_data} ({len(held_out)} triplets)"
     return _with_loaders(c, env, per_rank, description, train_set, val_set)
 
@@ -82,8 +93,6 @@ def _scene_sets(c: TrainConfig, shape: _Shape) -> tuple[str, Dataset, Dataset | 
 
 def _mixed_with_footage(c: TrainConfig, scenes: Dataset, shape: _Shape) -> tuple[Dataset, str]:
     """The scenes mixed with every triplet of the patch cache ``c.data``, and how to say so."""
-    from sepconv_cli.data.cache import PatchCache
-
     cache = PatchCache(c.data)
     if cache.size < c.crop:
         raise InputError(f"patch cache {c.data} holds {cache.size} px patches, smaller than --crop {c.crop}")
@@ -93,7 +102,7 @@ def _mixed_with_footage(c: TrainConfig, scenes: Dataset, shape: _Shape) -> tuple
 
 
 def _cache_sets(c: TrainConfig, shape: _Shape, note: Note) -> tuple[str, Dataset, Dataset | None]:
-    from sepconv_cli.data.cache import PatchCache, default_cache_dir
+    from sepconv_cli.data.cache import default_cache_dir
 
     root = Path(c.data) if c.data else default_cache_dir()
     c.data = str(root)
