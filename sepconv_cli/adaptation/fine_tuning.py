@@ -40,7 +40,7 @@ def _train_config(options: AdaptOptions, data: AdaptData, base: Path, textures: 
         synthetic=str(textures) if textures else None, scene_size=sides.patch, val_scenes=0,
         scenes_per_epoch=max(64, 4 * batch_size), max_motion=24.0,
         batch_size=batch_size, crop=sides.crop, optimizer=options.optimizer, lr=options.lr,
-        warmup_steps=options.warmup_steps, epochs=None, max_steps=options.steps,
+        warmup_steps=options.warmup_steps, clip_grad=options.clip_grad, epochs=None, max_steps=options.steps,
         time_budget=None if options.steps else budget,
         val_every=100 if options.steps is None else max(1, options.steps // 4), val_fraction=0.0,
         samples=0, checkpoint_every=0, log_every=50, seed=options.seed, workers=1 if textures else 0,

@@ -42,7 +42,9 @@ class AdaptOptions:
     (``patch_sides``), down to ``MIN_SIDE``. ``min_gain``: the least held-out gain (dB) for
     which the adapted weights are used (more when the held-out triplets disagree).
     Optimisation as in ``sepconv train``: ``optimizer`` (adam or adamax), ``lr``,
-    ``warmup_steps`` (linear learning-rate ramp), ``batch_size``.
+    ``warmup_steps`` (linear learning-rate ramp), ``clip_grad`` (the largest gradient norm a
+    step applies, 0: off; the shipped weights' fine-tuning recipe, without which a converged
+    network's rare gradient spikes undid what it had learnt), ``batch_size``.
     """
 
     budget: float = 300.0
@@ -50,6 +52,7 @@ class AdaptOptions:
     optimizer: str = "adam"
     lr: float = 2e-4
     warmup_steps: int = 100
+    clip_grad: float = 0.05
     batch_size: int = 8
     crop: int = 128
     patch: int = 160
@@ -70,8 +73,9 @@ class AdaptOptions:
             raise InputError(f"crop {self.crop} is larger than the patches ({self.patch} px)")
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"unknown optimizer '{self.optimizer}' ({', '.join(OPTIMIZERS)})")
-        if self.warmup_steps < 0 or self.min_gain < 0 or self.val_patches < 1 or self.held_out_every < 1:
-            raise InputError("warmup_steps and min_gain must be at least 0, val_patches and held_out_every at least 1")
+        if min(self.warmup_steps, self.min_gain, self.clip_grad) < 0 or self.val_patches < 1 or self.held_out_every < 1:
+            raise InputError("warmup_steps, min_gain and clip_grad must be at least 0, "
+                             "val_patches and held_out_every at least 1")
 
 
 @dataclass
