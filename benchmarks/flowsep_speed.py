@@ -9,13 +9,15 @@ Without ``--baseline``, "before" runs the code paths the model had before the fu
 and the compiled splat (``reference_synthesis()`` and ``flow.splat_reference``, the PyTorch
 compositions that stay as the kernels' references); "after" the default ones.
 
-With ``--baseline REV``, "before" is the model code as committed at REV (``sepconv_cli/flow.py``
-and ``sepconv_cli/models/flowsep.py``, read with ``git show`` and loaded as modules of their
-own, with the shipped weights), "after" the same two files at ``--candidate`` (default: this
-tree); everything else, the compiled kernels and the engine included, is this tree's. The
-pair then comes with its neighbours (four frames of a pan, their DIS flows), so the
-four-frame path runs as it does in a stream. The two outputs must be bit-identical, or the
-run fails (``--tolerance`` to allow a difference).
+With ``--baseline REV``, "before" is the code as committed at REV (``STREAM_FILES``: the
+model, ``sepconv_cli/flow.py`` and ``sepconv_cli/models/flowsep.py``, and the stream around
+it, the engine, schedules, pairing and pipeline; read with ``git show`` and loaded as modules
+of their own, bound to each other, with the shipped weights), "after" the same files at
+``--candidate`` (default: this tree). The model timing uses only the revisions' model code;
+the end-to-end stream (``--e2e``) each revision's whole stream. Everything else (decoding,
+encoding, the compiled kernels) is this tree's. The pair then comes with its neighbours
+(four frames of a pan, their DIS flows), so the four-frame path runs as it does in a stream.
+The two outputs must be bit-identical, or the run fails (``--tolerance`` to allow a difference).
 
 Each repeat runs both on the same frames, one after the other, so a machine shared with
 other jobs slows both alike: the ratio of the medians is the figure to read, absolute times
@@ -23,9 +25,9 @@ drift with the load. Both wall time and this process's CPU time (which waiting f
 core does not inflate) are reported. The flow prior (DIS) is computed once outside the timed
 calls, as the engine does per pair, so this times the model: prior warps, splat, U-Net and
 synthesis. ``--e2e N`` also streams an N-frame synthetic pan of the first size through
-``pipeline.interpolate_video`` (decode, DIS, network, libx264) with each model, alternating
-for ``--rounds`` rounds, and reports the median interval per pair (the first pair left out)
-and whether every new frame was the same.
+``pipeline.interpolate_video`` (decode, DIS, network, libx264) with each revision's code,
+alternating for ``--rounds`` rounds, and reports the median interval per pair (the first
+pair left out) and whether every new frame was the same.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib
 import statistics
 import subprocess
 import sys
@@ -48,16 +51,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sepconv_cli.engine import Interpolator  # noqa: E402
-from sepconv_cli import flow as flow_module  # noqa: E402
 from sepconv_cli.ext.flowsep_synthesis import reference_synthesis  # noqa: E402
 from sepconv_cli.flow import Neighbours, flow_prior, splat_reference  # noqa: E402
 from sepconv_cli.models import flowsep as flowsep_module  # noqa: E402
 from sepconv_cli.models.registry import default_weights, load_weights  # noqa: E402
-from sepconv_cli.pipeline import VideoOptions, interpolate_video  # noqa: E402
 from tests.media import make_video  # noqa: E402
 
-MODEL_FILES = ("sepconv_cli/flow.py", "sepconv_cli/models/flowsep.py")
+# In import order, so that each file's imports of the others find the revision's; a file a
+# revision does not have is left out (its other files do not import it).
+STREAM_FILES = (
+    "sepconv_cli/flow.py", "sepconv_cli/frame_cache.py", "sepconv_cli/models/flowsep.py", "sepconv_cli/neighbourhood.py",
+    "sepconv_cli/schedules.py", "sepconv_cli/pairing.py", "sepconv_cli/engine.py", "sepconv_cli/pipeline.py",
+)
 
 SIZES = {"480p": (480, 848), "720p": (720, 1280), "1080p": (1088, 1920)}
 
@@ -78,33 +83,48 @@ def frames(height: int, width: int, count: int = 2) -> tuple[torch.Tensor, ...]:
     return tuple(frame(0.01 * k) for k in range(first, first + count))
 
 
-def _git_show(revision: str, path: str) -> str:
-    return subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout
+def _git_show(revision: str, path: str) -> str | None:
+    """The file at ``revision``, or None where it has none."""
+    shown = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT, capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
 
 
-def model_code(revision: str | None) -> tuple[types.ModuleType, types.ModuleType]:
-    """The flow and flowsep modules of ``revision`` (None: this tree's), the second's
-    ``sepconv_cli.flow`` imports bound to the first; the kernels are this tree's."""
+def _dotted(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def revision_code(revision: str | None) -> dict[str, types.ModuleType]:
+    """``STREAM_FILES`` of ``revision`` (None: this tree's) by module name, each one's imports of
+    the others bound to the revision's; the rest of the package is this tree's."""
     if revision is None:
-        return flow_module, flowsep_module
-    sources = {path: _git_show(revision, path) for path in MODEL_FILES}
+        found = [path for path in STREAM_FILES if (ROOT / path).exists()]
+        return {_dotted(path): importlib.import_module(_dotted(path)) for path in found}
+    sources = {path: text for path in STREAM_FILES if (text := _git_show(revision, path)) is not None}
+    if STREAM_FILES[0] not in sources:
+        raise SystemExit(f"{revision}: no {STREAM_FILES[0]} there (not a revision of this repository?)")
     tag = hashlib.sha1("".join(sources.values()).encode()).hexdigest()[:10]
-    loaded = {}
-    saved = sys.modules["sepconv_cli.flow"]
+    loaded: dict[str, types.ModuleType] = {}
+    saved = {name: sys.modules.get(name) for name in map(_dotted, sources)}
     try:
-        for path in MODEL_FILES:
+        for path, source in sources.items():
             name = f"_rev_{tag}_{Path(path).stem}"
             module = types.ModuleType(name)
             module.__file__ = f"{revision}:{path}"
             sys.modules[name] = module  # dataclasses look their module up
-            exec(compile(sources[path], module.__file__, "exec"), module.__dict__)  # noqa: S102
-            loaded[path] = module
-            if path.endswith("flow.py"):
-                sys.modules["sepconv_cli.flow"] = module
+            exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102
+            loaded[_dotted(path)] = sys.modules[_dotted(path)] = module
     finally:
-        sys.modules["sepconv_cli.flow"] = saved
-    return loaded["sepconv_cli/flow.py"], loaded["sepconv_cli/models/flowsep.py"]
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return loaded
+
+
+def model_code(code: dict[str, types.ModuleType]) -> tuple[types.ModuleType, types.ModuleType]:
+    """A revision's flow and flowsep modules."""
+    return code["sepconv_cli.flow"], code["sepconv_cli.models.flowsep"]
 
 
 def revision_model(module: types.ModuleType, weights: torch.nn.Module) -> torch.nn.Module:
@@ -115,9 +135,11 @@ def revision_model(module: types.ModuleType, weights: torch.nn.Module) -> torch.
     return model.eval().to(memory_format=torch.channels_last)
 
 
-def stream(model: torch.nn.Module, clip: Path, out: Path) -> tuple[list[float], str]:
-    """Seconds per pair (the first left out) and a digest of every new frame, for one run."""
-    interpolator = Interpolator(model, device="cpu")
+def stream(code: dict[str, types.ModuleType], model: torch.nn.Module, clip: Path, out: Path) -> tuple[list[float], str]:
+    """Seconds per pair (the first left out) and a digest of every new frame, for one run of a
+    revision's engine and pipeline."""
+    pipeline = code["sepconv_cli.pipeline"]
+    interpolator = code["sepconv_cli.engine"].Interpolator(model, device="cpu")
     digest = hashlib.blake2b(digest_size=16)
 
     def midpoint(*args: object, **kwargs: object) -> torch.Tensor:
@@ -129,8 +151,8 @@ def stream(model: torch.nn.Module, clip: Path, out: Path) -> tuple[list[float], 
     marks: list[float] = []
     start = time.perf_counter()
     try:
-        report = interpolate_video(clip, out, midpoint, options=VideoOptions(overwrite=True),
-                                   progress=lambda done, total: marks.append(time.perf_counter()))
+        report = pipeline.interpolate_video(clip, out, midpoint, options=pipeline.VideoOptions(overwrite=True),
+                                            progress=lambda done, total: marks.append(time.perf_counter()))
     finally:
         interpolator.close()
     pairs = report.input_frames - 1  # the last progress call is the unpaired last frame
@@ -149,7 +171,7 @@ def before() -> Iterator[None]:
         flowsep_module.splat = original
 
 
-def time_greys(code: dict[str, tuple[types.ModuleType, types.ModuleType]], size: tuple[int, int],
+def time_greys(code: dict[str, dict[str, types.ModuleType]], size: tuple[int, int],
                repeats: int) -> float:
     """``flow.greys`` of one pair (what the engine makes per pair for DIS and the flow memo),
     each revision's, alternating; returns 0 when the grey images are equal, else inf."""
@@ -160,7 +182,7 @@ def time_greys(code: dict[str, tuple[types.ModuleType, types.ModuleType]], size:
     for repeat in range(repeats + 1):
         for label in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
             wall, cpu = time.perf_counter(), time.process_time()
-            images[label] = [grey.image for grey in code[label][0].greys(pair)]
+            images[label] = [grey.image for grey in code[label]["sepconv_cli.flow"].greys(pair)]
             if repeat:
                 times[label].append((time.perf_counter() - wall, time.process_time() - cpu))
     med = _medians(times)
@@ -179,8 +201,9 @@ def _medians(times: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[flo
 @click.option("--sizes", default="720p,1080p", show_default=True)
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--threads", type=click.IntRange(1), help="torch threads [default: torch's]")
-@click.option("--baseline", help="git revision whose model code is 'before' [default: the PyTorch compositions]")
-@click.option("--candidate", help="git revision whose model code is 'after' [default: this tree]")
+@click.option("--baseline", help="git revision whose code (the model; with --e2e the stream too) is 'before' "
+              "[default: the PyTorch compositions]")
+@click.option("--candidate", help="git revision whose code is 'after' [default: this tree]")
 @click.option("--tolerance", type=float, default=0.0, show_default=True,
               help="with --baseline: the largest difference of the outputs allowed")
 @click.option("--e2e", type=click.IntRange(0), default=0, show_default=True,
@@ -197,8 +220,8 @@ def main(sizes: str, repeats: int, threads: int | None, baseline: str | None, ca
         contexts: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
             "before": before, "after": contextlib.nullcontext}
     else:
-        code = {"before": model_code(baseline), "after": model_code(candidate)}
-        models = {label: revision_model(flowsep, weights) for label, (_, flowsep) in code.items()}
+        code = {"before": revision_code(baseline), "after": revision_code(candidate)}
+        models = {label: revision_model(model_code(modules)[1], weights) for label, modules in code.items()}
         contexts = {"before": contextlib.nullcontext, "after": contextlib.nullcontext}
         click.echo(f"before: {baseline}, after: {candidate or 'this tree'}; {torch.get_num_threads()} threads")
     click.echo("| size | before wall s | after wall s | wall ratio | before CPU s | after CPU s | CPU ratio | max diff |")
@@ -241,7 +264,7 @@ def main(sizes: str, repeats: int, threads: int | None, baseline: str | None, ca
             clip = make_video(Path(folder) / "in.mp4", frames=e2e, width=width, height=height, audio=False)
             for round_ in range(rounds):
                 for label in ("before", "after") if round_ % 2 == 0 else ("after", "before"):
-                    seconds, digest = stream(models[label], clip, Path(folder) / "out.mp4")
+                    seconds, digest = stream(code[label], models[label], clip, Path(folder) / "out.mp4")
                     intervals[label] += seconds
                     digests[label].add(digest)
                     click.echo(f"e2e round {round_ + 1} {label}: {', '.join(f'{s:.3f}' for s in seconds)} s/pair", err=True)

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 from sepconv_cli.errors import DeviceError
 from sepconv_cli.ext import op_impl as use_op_impl
 from sepconv_cli.ext.separable_conv import CompiledKernelUnavailable
-from sepconv_cli.flow import FlowMemo, Grey, Neighbours, Surroundings, greys
+from sepconv_cli.flow import BatchGreys, FlowMemo, Grey, Neighbours, Surroundings
+from sepconv_cli.flow import greys as to_greys
 from sepconv_cli.models.blocks import joint_normalisation
 from sepconv_cli.neighbourhood import Upcoming
 
@@ -109,7 +110,9 @@ class Interpolator:
     their DIS flows computed in a background thread while this pair's network runs
     (four-frame FlowSep; ``flow_prefetch=False`` turns it into a no-op). Outputs are the
     same with or without it; ``close`` ends that thread. An ``at`` caller that never calls
-    ``prefetch`` gets no thread and every flow computed in its own.
+    ``prefetch`` gets no thread and every flow computed in its own. A caller that keeps each
+    frame's ``Grey`` (the stream) hands them over (``greys=``), so that no frame is greyed and
+    hashed again per pair, nor once more for the prefetch (``takes_greys``).
     """
 
     def __init__(
@@ -162,16 +165,23 @@ class Interpolator:
         return bool(getattr(getattr(self.model, "config", None), "quadratic", False))
 
     @property
+    def takes_greys(self) -> bool:
+        """Whether ``at`` greys its frames for the flow memo (a four-frame FlowSep), and so can
+        take them ready-made as ``greys``."""
+        return bool(getattr(self.model, "needs_flow", False)) and self.wants_neighbours
+
+    @property
     def prefetches(self) -> bool:
         """Whether ``prefetch`` does anything: a four-frame FlowSep (its flows go through the
         memo that the background thread fills) with ``flow_prefetch`` on."""
-        return self.flow_prefetch and bool(getattr(self.model, "needs_flow", False)) and self.wants_neighbours
+        return self.flow_prefetch and self.takes_greys
 
     def prefetch(self, upcoming: Upcoming) -> None:
         """Start the DIS flows of a later ``at(frame1, frame2, t, neighbours)`` in the
-        background thread; ``upcoming()`` gives those three and is called in that thread,
-        so making the frames costs the caller nothing. That ``at`` takes the flows ready,
-        waits for one still being computed and computes any other itself."""
+        background thread; ``upcoming()`` gives those three, or that call's ``greys``, and is
+        called in that thread, so making them costs the caller nothing (None: nothing to do).
+        That ``at`` takes the flows ready, waits for one still being computed and computes
+        any other itself."""
         if self.prefetches:
             self._memo.prefetch(partial(_upcoming_flows, upcoming))
 
@@ -179,12 +189,16 @@ class Interpolator:
         """End the prefetch thread (after the DIS call it is in); a later ``prefetch`` starts another."""
         self._memo.close()
 
-    def midpoint(self, frame1: torch.Tensor, frame2: torch.Tensor, neighbours: Surroundings | None = None) -> torch.Tensor:
-        return self.at(frame1, frame2, 0.5, neighbours)
+    def midpoint(self, frame1: torch.Tensor, frame2: torch.Tensor, neighbours: Surroundings | None = None,
+                 greys: BatchGreys | None = None) -> torch.Tensor:
+        return self.at(frame1, frame2, 0.5, neighbours, greys)
 
     @torch.inference_mode()
     def at(self, frame1: torch.Tensor, frame2: torch.Tensor, t: float | torch.Tensor = 0.5,
-           neighbours: Surroundings | None = None) -> torch.Tensor:
+           neighbours: Surroundings | None = None, greys: BatchGreys | None = None) -> torch.Tensor:
+        """The frames at ``t`` between ``frame1`` and ``frame2`` (see the class). ``greys``: the
+        frames' ``Grey``s, made by the caller from these very frames (``takes_greys``; else
+        ignored); without them they are made here."""
         times = torch.as_tensor(t, dtype=torch.float32).reshape(-1)
         if ((times < 0) | (times > 1)).any():
             raise ValueError(f"t must lie in [0, 1], got {times.tolist()}")
@@ -194,6 +208,8 @@ class Interpolator:
             raise ValueError(f"expected two (N, 3, H, W) batches of equal shape, got {tuple(frame1.shape)} and {tuple(frame2.shape)}")
         if frame1.shape[0] == 0:
             return torch.empty(frame1.shape, dtype=torch.float32)
+        if greys is not None and not len(greys.first) == len(greys.second) == frame1.shape[0]:
+            raise ValueError(f"greys has {len(greys.first)} and {len(greys.second)} rows for {frame1.shape[0]} pairs")
         pin = self.device.type == "cuda"
         frame1 = self._to_device(frame1, pin)
         frame2 = self._to_device(frame2, pin)
@@ -208,10 +224,13 @@ class Interpolator:
             extra["t"] = times.to(self.device).expand(frame1.shape[0]) if times.numel() == 1 else times.to(self.device)
         if needs_flow:
             if self.wants_neighbours:
-                grey1, grey2 = greys(frame1), greys(frame2)
+                if greys is None:
+                    grey1, grey2 = to_greys(frame1), to_greys(frame2)
+                else:
+                    grey1, grey2 = greys.first, greys.second
                 f01, f10 = self._memo(grey1, grey2, self.device), self._memo(grey2, grey1, self.device)
                 if neighbours is not None:
-                    extra["neighbours"] = self._neighbours(frame1, grey1, grey2, neighbours)
+                    extra["neighbours"] = self._neighbours(frame1, grey1, grey2, neighbours, greys)
             else:
                 f01, f10 = _pair_flows(frame1, frame2)
             extra["flows"] = (f01, f10)
@@ -236,7 +255,8 @@ class Interpolator:
             raise DeviceError(f"op implementation 'compiled': {error}") from None
         return output[..., :height, :width].clamp_(0, 1).float().cpu()
 
-    def _neighbours(self, frame1: torch.Tensor, grey1: list[Grey], grey2: list[Grey], around: Surroundings) -> Neighbours:
+    def _neighbours(self, frame1: torch.Tensor, grey1: list[Grey], grey2: list[Grey], around: Surroundings,
+                    given: BatchGreys | None) -> Neighbours:
         """Flows to the frames around the pair (rows without valid neighbours get zeros, no DIS)."""
         valid = around.valid.to(torch.bool).cpu()
         f0m = torch.zeros_like(frame1[:, :2])
@@ -244,7 +264,10 @@ class Interpolator:
         if valid.any():
             rows = valid.nonzero().flatten().tolist()
             index = torch.tensor(rows, device=frame1.device)
-            before, after = greys(around.before[rows].float()), greys(around.after[rows].float())
+            if given is None:
+                before, after = to_greys(around.before[rows].float()), to_greys(around.after[rows].float())
+            else:
+                before, after = _neighbour_greys(given, rows)
             f0m[index] = self._memo([grey1[r] for r in rows], before, self.device)
             f12[index] = self._memo([grey2[r] for r in rows], after, self.device)
         on = {"dtype": torch.float32, "device": self.device}
@@ -288,17 +311,34 @@ class Interpolator:
         return output
 
 
+def _neighbour_greys(given: BatchGreys, rows: list[int]) -> tuple[list[Grey], list[Grey]]:
+    """The greys of the frames before and after the pairs ``rows`` (those with valid neighbours)."""
+    before, after = [given.before[r] for r in rows], [given.after[r] for r in rows]
+    if any(grey is None for grey in before + after):
+        raise ValueError("greys has no neighbour greys for a row whose neighbours are valid")
+    return before, after  # type: ignore[return-value]  # None ruled out above
+
+
 def _upcoming_flows(upcoming: Upcoming) -> list[tuple[Grey, Grey]]:
     """The flows ``at`` will ask the memo for, in its order, as (source, target) greys."""
-    frame1, frame2, around = upcoming()
-    # Converted as ``at`` converts them, so the greys, and the memo's keys, match.
-    grey1, grey2 = greys(frame1.to(torch.float32)), greys(frame2.to(torch.float32))
+    announced = upcoming()
+    if announced is None:
+        return []
+    if isinstance(announced, BatchGreys):
+        grey1, grey2 = announced.first, announced.second
+        rows = [r for r, (b, a) in enumerate(zip(announced.before, announced.after)) if b is not None and a is not None]
+        before, after = _neighbour_greys(announced, rows)
+    else:
+        frame1, frame2, around = announced
+        # Converted as ``at`` converts them, so the greys, and the memo's keys, match.
+        grey1, grey2 = to_greys(frame1.to(torch.float32)), to_greys(frame2.to(torch.float32))
+        rows, before, after = [], [], []
+        if around is not None:
+            rows = around.valid.to(torch.bool).cpu().nonzero().flatten().tolist()
+            if rows:
+                before, after = to_greys(around.before[rows].float()), to_greys(around.after[rows].float())
     flows = [*zip(grey1, grey2), *zip(grey2, grey1)]
-    if around is not None:
-        rows = around.valid.to(torch.bool).cpu().nonzero().flatten().tolist()
-        if rows:
-            before, after = greys(around.before[rows].float()), greys(around.after[rows].float())
-            flows += [(grey1[r], g) for r, g in zip(rows, before)] + [(grey2[r], g) for r, g in zip(rows, after)]
+    flows += [(grey1[r], g) for r, g in zip(rows, before)] + [(grey2[r], g) for r, g in zip(rows, after)]
     return flows
 
 

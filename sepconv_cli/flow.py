@@ -43,6 +43,7 @@ from torch.nn import functional as F
 from sepconv_cli.ext.separable_conv import Extension, select_extension
 
 __all__ = [
+    "BatchGreys",
     "FlowMemo",
     "FlowPrior",
     "Grey",
@@ -170,6 +171,23 @@ def greys(frames: Tensor) -> list[Grey]:
     import hashlib
 
     return [Grey(image, hashlib.blake2b(image.tobytes(), digest_size=16).digest()) for image in _grey(frames)]
+
+
+@dataclass(frozen=True)
+class BatchGreys:
+    """The ``Grey`` of every frame of one four-frame call (``Interpolator.at``), by row:
+    ``first``/``second`` the pair's, ``before``/``after`` the frames around it (None on rows
+    whose neighbours do not count). A stream makes each frame's once and hands it to every
+    call and prefetch that reads the frame, instead of each greying and hashing it again."""
+
+    first: list[Grey]
+    second: list[Grey]
+    before: list[Grey | None]
+    after: list[Grey | None]
+
+    def rows(self, part: slice) -> BatchGreys:
+        """The greys of the rows ``part`` of the batch, for a call on part of it."""
+        return BatchGreys(self.first[part], self.second[part], self.before[part], self.after[part])
 
 
 # A flow in the memo: source and target grey hashes, and the width DIS ran at.

@@ -16,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from sepconv_cli.flow import Surroundings
+from sepconv_cli.flow import BatchGreys, Grey, Surroundings
 from sepconv_cli.video_types import Frame
 
 # Neighbours farther than this many pair intervals (or closer than its inverse) break the
@@ -27,8 +26,10 @@ from sepconv_cli.video_types import Frame
 MAX_GAP_RATIO = 2.0
 
 # A later interpolation call announced ahead (``Interpolator.prefetch``): a function giving
-# its (frame1, frame2, neighbours), called when the frames are wanted, not when announced.
-Upcoming = Callable[[], tuple[torch.Tensor, torch.Tensor, Surroundings | None]]
+# its frames, called when they are wanted, not when announced: as (frame1, frame2,
+# neighbours), or as the ``BatchGreys`` a stream keeps of them (then no frame is greyed
+# again), or None where the caller has already passed that call.
+Upcoming = Callable[[], tuple[torch.Tensor, torch.Tensor, Surroundings | None] | BatchGreys | None]
 
 
 @dataclass
@@ -55,10 +56,12 @@ def gaps(a: Frame, b: Frame, around: Around) -> tuple[float, float] | None:
     return before, after
 
 
-def surroundings(rows: list[tuple[Frame, Frame, Around]], tensor: Callable[[np.ndarray], torch.Tensor],
-                 firsts: torch.Tensor, seconds: torch.Tensor) -> Surroundings:
+def surroundings(rows: list[tuple[Frame, Frame, Around]], tensor: Callable[[Frame], torch.Tensor],
+                 firsts: torch.Tensor, seconds: torch.Tensor,
+                 stack: Callable[[list[torch.Tensor]], torch.Tensor] = torch.stack) -> Surroundings:
     """``Surroundings`` of a batch of pairs; ``firsts``/``seconds`` are the pairs' own frames
-    as tensors (placeholders where a row has no neighbours), ``tensor`` converts an RGB frame."""
+    as tensors (placeholders where a row has no neighbours), ``tensor`` gives a frame's (3, H, W)
+    tensor and ``stack`` makes a batch of them."""
     before, after, before_gap, after_gap, valid = [], [], [], [], []
     for k, (a, b, around) in enumerate(rows):
         spacing = gaps(a, b, around)
@@ -70,13 +73,38 @@ def surroundings(rows: list[tuple[Frame, Frame, Around]], tensor: Callable[[np.n
             valid.append(0.0)
             continue
         assert around.before is not None and around.after is not None
-        before.append(tensor(around.before.rgb))
-        after.append(tensor(around.after.rgb))
+        before.append(tensor(around.before))
+        after.append(tensor(around.after))
         before_gap.append(spacing[0])
         after_gap.append(spacing[1])
         valid.append(1.0)
-    return Surroundings(torch.stack(before), torch.stack(after), torch.tensor(before_gap, dtype=torch.float32),
+    return Surroundings(stack(before), stack(after), torch.tensor(before_gap, dtype=torch.float32),
                         torch.tensor(after_gap, dtype=torch.float32), torch.tensor(valid, dtype=torch.float32))
+
+
+def batch_greys(rows: list[tuple[Frame, Frame, Around]], grey: Callable[[Frame], Grey | None]) -> BatchGreys | None:
+    """The ``BatchGreys`` of a batch of pairs, each frame's from ``grey``, the neighbours' on the
+    rows where they count (as ``surroundings`` decides); None if ``grey`` gives None for one
+    (a prefetch the stream has overtaken)."""
+    first: list[Grey] = []
+    second: list[Grey] = []
+    before: list[Grey | None] = []
+    after: list[Grey | None] = []
+    for a, b, around in rows:
+        of_a, of_b = grey(a), grey(b)
+        if of_a is None or of_b is None:
+            return None
+        of_before = of_after = None
+        if gaps(a, b, around) is not None:
+            assert around.before is not None and around.after is not None
+            of_before, of_after = grey(around.before), grey(around.after)
+            if of_before is None or of_after is None:
+                return None
+        first.append(of_a)
+        second.append(of_b)
+        before.append(of_before)
+        after.append(of_after)
+    return BatchGreys(first, second, before, after)
 
 
 def wants_neighbours(function: Callable[..., Any]) -> bool:
@@ -89,6 +117,13 @@ def wants_neighbours(function: Callable[..., Any]) -> bool:
         return "neighbours" in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
+
+
+def takes_greys(function: Callable[..., Any]) -> bool:
+    """Whether an interpolation callable takes ``greys`` (``BatchGreys``): an ``Interpolator``'s
+    ``midpoint``/``at`` whose model greys frames for DIS (``Interpolator.takes_greys``). Such
+    a callable never writes into the frames it gets, so a stream may lend it its own."""
+    return bool(getattr(getattr(function, "__self__", None), "takes_greys", False))
 
 
 def flow_prefetch(function: Callable[..., Any]) -> Callable[[Upcoming], None] | None:

@@ -24,10 +24,13 @@ import numpy as np
 import torch
 
 from sepconv_cli.errors import OutputError
-from sepconv_cli.flow import Surroundings
-from sepconv_cli.neighbourhood import Around, flow_prefetch, surroundings, wants_neighbours
+from sepconv_cli.flow import BatchGreys, Surroundings
+from sepconv_cli.frame_cache import FrameCache, to_tensor  # noqa: F401 - to_tensor lived here, still importable
+from sepconv_cli.neighbourhood import Around, batch_greys, flow_prefetch, surroundings, takes_greys, wants_neighbours
 from sepconv_cli.video_types import Frame
 
+# Both also take ``neighbours=`` where ``wants_neighbours`` says so, and ``greys=`` where
+# ``takes_greys`` does.
 Midpoint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # at(a, b, t): (N, 3, H, W), (N, 3, H, W), (N,) times in (0, 1) -> (N, 3, H, W)
 At = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,13 +46,7 @@ def format_rate(rate: Fraction) -> str:
     return f"{rate.numerator}/{rate.denominator} (≈{float(rate):.3f})"
 
 
-# -- conversion ----------------------------------------------------------------------
-
-
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """``(H, W, 3)`` uint8/uint16 → ``(3, H, W)`` float32 in [0, 1] (full precision)."""
-    top = 65535.0 if rgb.dtype == np.uint16 else 255.0
-    return torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).div_(top)
+# -- conversion (the other way: ``frame_cache.to_tensor``) -------------------------------
 
 
 def to_rgb(t: torch.Tensor, deep: bool) -> np.ndarray:
@@ -65,6 +62,19 @@ def original(frame: Frame) -> object:
     return frame.source if frame.source is not None else frame.rgb
 
 
+def _frames(pairs: list[tuple[Frame, Frame, Link]], arounds: list[Around] | None) -> list[Frame]:
+    """Every frame a batch of pairs reads."""
+    frames = [frame for a, b, _ in pairs for frame in (a, b)]
+    return frames + [f for around in arounds or [] for f in (around.before, around.after) if f is not None]
+
+
+def _stack(frames: list[torch.Tensor], lend: bool) -> torch.Tensor:
+    """A batch of (3, H, W) frames. One frame is lent as a view of the cache's tensor where the
+    callee is the engine (``takes_greys``), which never writes into its inputs; any other
+    function gets a copy, as before the cache, in case it does."""
+    return frames[0].unsqueeze(0) if lend and len(frames) == 1 else torch.stack(frames)
+
+
 class MidpointBatches:
     """Runs ``midpoint`` over batches of frame pairs, recursively for factors 4 and 8."""
 
@@ -73,18 +83,22 @@ class MidpointBatches:
         self.factor = factor
         self.batch_size = batch_size
         self.neighbours = wants_neighbours(midpoint)
+        self.greys = takes_greys(midpoint)
         self.prefetch = flow_prefetch(midpoint)
+        self.frames = FrameCache()  # each input frame converted and greyed once, in either thread
 
-    def _call(self, a: torch.Tensor, b: torch.Tensor, around: Surroundings | None = None) -> torch.Tensor:
+    def _call(self, a: torch.Tensor, b: torch.Tensor, around: Surroundings | None = None,
+              greys: BatchGreys | None = None) -> torch.Tensor:
         outs = []
         for start in range(0, a.shape[0], self.batch_size):
             part = slice(start, start + self.batch_size)
-            if around is None:
-                m = self.midpoint(a[part], b[part])
-            else:
-                m = self.midpoint(a[part], b[part], neighbours=Surroundings(
-                    around.before[part], around.after[part], around.before_gap[part], around.after_gap[part],
-                    around.valid[part]))
+            extra: dict[str, object] = {}
+            if around is not None:
+                extra["neighbours"] = Surroundings(around.before[part], around.after[part], around.before_gap[part],
+                                                   around.after_gap[part], around.valid[part])
+            if greys is not None:
+                extra["greys"] = greys.rows(part)
+            m = self.midpoint(a[part], b[part], **extra)
             if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(a[start : start + self.batch_size].shape):
                 got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
                 raise ValueError(f"midpoint returned {got}, expected {tuple(a[start:start + self.batch_size].shape)}")
@@ -96,7 +110,13 @@ class MidpointBatches:
         later halvings start from new frames, not known before)."""
         if self.prefetch is None or not pairs:
             return
-        self.prefetch(partial(_first_halving, pairs, arounds if self.neighbours else None))
+        self.prefetch(partial(_announced, self.frames, self._rows(pairs, arounds)))
+
+    def _rows(self, pairs: list[tuple[Frame, Frame]], arounds: list[Around] | None) -> list[tuple[Frame, Frame, Around]]:
+        """The pairs with the frames around them, where the model reads those."""
+        if not self.neighbours or arounds is None:
+            return [(a, b, Around()) for a, b in pairs]
+        return [(a, b, around) for (a, b), around in zip(pairs, arounds)]
 
     def between(self, pairs: list[tuple[Frame, Frame]], arounds: list[Around] | None = None) -> list[list[torch.Tensor]]:
         """For each pair, the ``factor - 1`` frames in between, as (3, H, W) tensors. The
@@ -107,31 +127,34 @@ class MidpointBatches:
         f = self.factor
         # positions[i][j]: frame j/f of the way from pair i's first to its second frame
         positions: list[dict[int, torch.Tensor]] = [
-            {0: to_tensor(a.rgb), f: to_tensor(b.rgb)} for a, b in pairs
+            {0: self.frames.tensor(a), f: self.frames.tensor(b)} for a, b in pairs
         ]
+        stack = partial(_stack, lend=self.greys)
         step = f
         while step > 1:
             half = step // 2
             jobs = [(i, j) for i in range(len(pairs)) for j in range(0, f, step)]
-            a = torch.stack([positions[i][j] for i, j in jobs])
-            b = torch.stack([positions[i][j + step] for i, j in jobs])
-            around = None
-            if step == f and self.neighbours and arounds is not None:
-                around = surroundings([(*pairs[i], arounds[i]) for i, _ in jobs], to_tensor, a, b)
-            mids = self._call(a, b, around)
+            a = stack([positions[i][j] for i, j in jobs])
+            b = stack([positions[i][j + step] for i, j in jobs])
+            around = greys = None
+            if step == f:  # one job a pair, on the input frames
+                rows = self._rows(pairs, arounds)
+                if self.neighbours and arounds is not None:
+                    around = surroundings(rows, self.frames.tensor, a, b, stack)
+                if self.greys:
+                    greys = batch_greys(rows, self.frames.grey)
+            mids = self._call(a, b, around, greys)
             for (i, j), m in zip(jobs, mids):
                 positions[i][j + half] = m
             step = half
         return [[p[k] for k in range(1, f)] for p in positions]
 
 
-def _first_halving(pairs: list[tuple[Frame, Frame]], arounds: list[Around] | None) -> tuple[
-        torch.Tensor, torch.Tensor, Surroundings | None]:
-    """The frames ``between`` gives the model first, for a prefetch."""
-    a = torch.stack([to_tensor(a.rgb) for a, _ in pairs])
-    b = torch.stack([to_tensor(b.rgb) for _, b in pairs])
-    around = None if arounds is None else surroundings([(*p, r) for p, r in zip(pairs, arounds)], to_tensor, a, b)
-    return a, b, around
+def _announced(frames: FrameCache, rows: list[tuple[Frame, Frame, Around]]) -> BatchGreys | None:
+    """A later call's greys for the engine's prefetch thread (``neighbourhood.Upcoming``): made
+    there and kept in ``frames``, so that the call takes the same ones; None if the stream has
+    passed those frames by the time the thread gets to them."""
+    return batch_greys(rows, frames.grey_ahead)
 
 
 # -- schedules ---------------------------------------------------------------------------
@@ -175,6 +198,7 @@ class Multiplying:
     def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit, arounds: list[Around] | None = None) -> int:
         f = self.factor
         self.cuts += sum(link is Link.CUT for _, _, link in pairs)
+        self.interp.frames.advance(_frames(pairs, arounds))
         arounds = arounds or [Around() for _ in pairs]
         blending = [k for k, (_, _, link) in enumerate(pairs) if link is Link.BLEND]
         blended = iter(self.interp.between([pairs[k][:2] for k in blending], [arounds[k] for k in blending]))
@@ -191,6 +215,7 @@ class Multiplying:
 
     def last(self, before_last: Frame, last: Frame, submit: Submit) -> tuple[int, int]:
         """Show the last frame ``factor`` times over its own duration; (frames, end in the input's units)."""
+        self.interp.frames.clear()
         step = last.duration or (last.timestamp - before_last.timestamp)
         for k in range(self.factor):
             submit((original(last), last.timestamp * self.factor + k * step, step))
@@ -230,7 +255,9 @@ class Retiming:
     def __init__(self, at: At, rate: Fraction, input_time_base: Fraction, batch_size: int) -> None:
         self.at = at
         self.neighbours = wants_neighbours(at)
+        self.greys = takes_greys(at)
         self.prefetch = flow_prefetch(at)
+        self.frames = FrameCache()  # each input frame converted and greyed once, in either thread
         self.rate = Fraction(rate)
         self.input_time_base = Fraction(input_time_base)
         self.batch_size = batch_size
@@ -269,10 +296,10 @@ class Retiming:
         if self.start is None:
             # The first pairs announced are the first handed over, which anchor the grid.
             self.start = pairs[0][0].pts
-        rows = [(a, b, around) for (a, b, link), around in zip(pairs, arounds)
+        rows = [(a, b, around if self.neighbours else Around()) for (a, b, link), around in zip(pairs, arounds)
                 if link is Link.BLEND and self._predicts(a, b)]
         if rows:
-            self.prefetch(partial(_retimed, rows, self.neighbours))
+            self.prefetch(partial(_announced, self.frames, rows))
 
     def _predicts(self, a: Frame, b: Frame) -> bool:
         """Whether a grid time falls strictly between a and b, so that ``at`` runs for them."""
@@ -297,6 +324,7 @@ class Retiming:
     def pairs(self, pairs: list[tuple[Frame, Frame, Link]], submit: Submit, arounds: list[Around] | None = None) -> int:
         if self.start is None:
             self.start = pairs[0][0].pts
+        self.frames.advance(_frames(pairs, arounds))
         # plan: (image or None for "predicted", pts); rows: what to predict, in order.
         plan: list[tuple[object | None, int]] = []
         rows: list[tuple[Frame, Frame, Fraction, Around]] = []
@@ -327,22 +355,18 @@ class Retiming:
         return len(plan)
 
     def _predict(self, rows: list[tuple[Frame, Frame, Fraction, Around]]) -> list[torch.Tensor]:
-        tensors: dict[int, torch.Tensor] = {}
-
-        def tensor(frame: Frame) -> torch.Tensor:  # each frame converted once per chunk
-            if id(frame) not in tensors:
-                tensors[id(frame)] = to_tensor(frame.rgb)
-            return tensors[id(frame)]
-
-        a = torch.stack([tensor(a) for a, _, _, _ in rows])
-        b = torch.stack([tensor(b) for _, b, _, _ in rows])
+        stack = partial(_stack, lend=self.greys)
+        a = stack([self.frames.tensor(a) for a, _, _, _ in rows])
+        b = stack([self.frames.tensor(b) for _, b, _, _ in rows])
         # float64: the exact fraction rounded once (the engine takes float32).
         t = torch.tensor([float(t) for _, _, t, _ in rows], dtype=torch.float64)
+        pairs = [(a_, b_, r if self.neighbours else Around()) for a_, b_, _, r in rows]
+        extra: dict[str, object] = {}
         if self.neighbours:
-            around = surroundings([(a_, b_, r) for a_, b_, _, r in rows], to_tensor, a, b)
-            out = self.at(a, b, t, neighbours=around)
-        else:
-            out = self.at(a, b, t)
+            extra["neighbours"] = surroundings(pairs, self.frames.tensor, a, b, stack)
+        if self.greys:
+            extra["greys"] = batch_greys(pairs, self.frames.grey)
+        out = self.at(a, b, t, **extra)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(a.shape):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"at returned {got}, expected {tuple(a.shape)}")
@@ -352,6 +376,7 @@ class Retiming:
         """Repeat the last frame on every grid time within its own duration; the final
         output frame (this one or an earlier one) is shortened to end exactly where the
         input does. Returns (frames, end in the input's time base units)."""
+        self.frames.clear()
         duration = last.duration or (last.timestamp - before_last.timestamp)
         end = last.pts + duration * self.input_time_base
         count = 0
@@ -364,15 +389,6 @@ class Retiming:
         submit((image, pts, min(step, self._units(end) - pts)))
         self._held = None
         return count, last.timestamp + duration
-
-
-
-def _retimed(rows: list[tuple[Frame, Frame, Around]], neighbours: bool) -> tuple[
-        torch.Tensor, torch.Tensor, Surroundings | None]:
-    """The pairs ``Retiming._predict`` gives ``at`` (one row each: the flows are per pair), for a prefetch."""
-    a = torch.stack([to_tensor(a.rgb) for a, _, _ in rows])
-    b = torch.stack([to_tensor(b.rgb) for _, b, _ in rows])
-    return a, b, surroundings(rows, to_tensor, a, b) if neighbours else None
 
 
 # Either schedule: what the streaming loop drives.

@@ -178,7 +178,7 @@ FLOORS = {
     "errors": 0, "video_types": 0, "evaluation.method": 0, "ext": 0, "flow": 0, "images": 0, "metrics": 0,
     "scenes": 0, "serialization": 0, "overlap": 0,
     "models": 1, "losses": 1, "data": 1, "video": 1, "streams": 1, "frame_kinds": 1, "timespan": 1,
-    "sequences": 1, "duplicates": 1, "neighbourhood": 1,
+    "sequences": 1, "duplicates": 1, "neighbourhood": 1, "frame_cache": 1,
     "engine": 2, "schedules": 2, "pairing": 2, "sinks": 2, "pipeline": 2, "outputs": 2, "runs": 2, "training": 2,
     "adaptation": 2, "evaluation": 2,
     "commands": 3, "cli": 3, "__main__": 3,

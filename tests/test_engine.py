@@ -350,3 +350,113 @@ def test_the_prefetch_thread_ends_with_close_and_with_its_interpolator(monkeypat
     while running() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not running()
+
+
+# -- each frame of a stream converted and greyed once ----------------------------------------
+
+
+def _counting_conversions(monkeypatch: pytest.MonkeyPatch) -> tuple[list[bytes], list[bytes]]:
+    """Record a digest of every frame converted to a tensor and of every image greyed for DIS,
+    by any path (the old conversion's name in ``schedules`` too)."""
+    import hashlib
+
+    from sepconv_cli import flow, frame_cache, schedules
+
+    converted: list[bytes] = []
+    greyed: list[bytes] = []
+    real_tensor, real_grey = frame_cache.to_tensor, flow._grey
+
+    def to_tensor(rgb):  # noqa: ANN001, ANN202 - frame_cache.to_tensor's
+        converted.append(hashlib.blake2b(rgb.tobytes()).digest())
+        return real_tensor(rgb)
+
+    def grey(frames):  # noqa: ANN001, ANN202 - flow._grey's
+        images = real_grey(frames)
+        greyed.extend(hashlib.blake2b(image.tobytes()).digest() for image in images)
+        return images
+
+    for module in (frame_cache, schedules):
+        monkeypatch.setattr(module, "to_tensor", to_tensor)
+    monkeypatch.setattr(flow, "_grey", grey)
+    return converted, greyed
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("prefetch", [False, True])
+@pytest.mark.parametrize("mode", ["factor", "fps"])
+def test_a_stream_converts_and_greys_each_frame_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, prefetch: bool) -> None:
+    from sepconv_cli.frame_cache import FrameCache
+
+    _counting_dis(monkeypatch, delay=0.01 if prefetch else 0.0)  # the two threads overlap
+    converted, greyed = _counting_conversions(monkeypatch)
+    held: list[int] = []
+    real_advance = FrameCache.advance
+
+    def advance(self: FrameCache, frames: object) -> None:
+        real_advance(self, frames)  # type: ignore[arg-type]
+        held.append(len(self))
+
+    monkeypatch.setattr(FrameCache, "advance", advance)
+    interpolator = Interpolator(_quadratic_flowsep(), device="cpu", flow_prefetch=prefetch)
+    _stream(tmp_path, interpolator, mode)
+    interpolator.close()
+    frames = 8  # every pair of the 8 frames has new frames between it, so every frame is read
+    assert len(converted) == frames and len(set(converted)) == frames
+    assert len(greyed) == frames and len(set(greyed)) == frames
+    # No more frames than the stream holds: a batch of pairs with the frames around it, and
+    # with the prefetch the next batch too (batch_size 1 for "factor", 2 for "fps").
+    batch = 1 if mode == "factor" else 2
+    assert held and max(held) <= (2 * batch if prefetch else batch) + 3
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_stream_gives_what_at_gives_on_frames_converted_one_by_one(tmp_path: Path) -> None:
+    """The stream's cached, lent frames and greys change nothing: each new frame is, bit for
+    bit, ``at`` on the pair and its neighbours converted as before the cache (a stack of
+    per-frame conversions), the flows computed afresh."""
+    import numpy as np
+
+    from sepconv_cli.flow import Surroundings
+    from sepconv_cli.video import FrameReader, probe
+
+    def old_tensor(rgb: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).div_(255.0)
+
+    model = _quadratic_flowsep()
+    streamed = _Recording(model, device="cpu")
+    _stream(tmp_path, streamed, "factor")
+    streamed.close()
+    src = tmp_path / "in.mp4"
+    with FrameReader(src, probe(src)) as reader:
+        rgb = [frame.rgb for frame in reader]
+    frames = [torch.stack([old_tensor(image)]) for image in rgb]
+    expected = []
+    for i in range(len(frames) - 1):
+        inner = 0 < i < len(frames) - 2  # the first and last pairs have no frame before / after
+        around = Surroundings(frames[i - 1] if inner else frames[i], frames[i + 2] if inner else frames[i + 1],
+                              torch.ones(1), torch.ones(1), torch.ones(1) if inner else torch.zeros(1))
+        expected.append(Interpolator(model, device="cpu", flow_prefetch=False).at(frames[i], frames[i + 1], 0.5, around))
+    assert len(streamed.outputs) == len(expected)
+    assert all(torch.equal(got, want) for got, want in zip(streamed.outputs, expected))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_at_takes_the_greys_it_is_given_and_greys_nothing_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sepconv_cli import flow
+    from sepconv_cli.flow import BatchGreys, Surroundings
+
+    before, a, b, after = (_textured(48, 64, seed) for seed in range(4))
+    around = Surroundings(before, after, torch.ones(1), torch.ones(1), torch.ones(1))
+    model = _quadratic_flowsep()
+    expected = Interpolator(model, device="cpu", flow_prefetch=False).at(a, b, 0.5, around)
+    made = BatchGreys(flow.greys(a), flow.greys(b), flow.greys(before), flow.greys(after))  # type: ignore[arg-type]
+    _, greyed = _counting_conversions(monkeypatch)
+    interpolator = Interpolator(model, device="cpu", flow_prefetch=False)
+    assert interpolator.takes_greys
+    assert torch.equal(interpolator.at(a, b, 0.5, around, greys=made), expected)
+    assert greyed == []
+    with pytest.raises(ValueError, match="no neighbour greys"):
+        interpolator.at(a, b, 0.5, around, greys=BatchGreys(made.first, made.second, [None], [None]))
+    with pytest.raises(ValueError, match="rows"):
+        interpolator.at(a, b, 0.5, around, greys=BatchGreys([], [], [], []))
