@@ -121,7 +121,7 @@ def test_cut_rejected(tmp_path: Path) -> None:
     assert summary.counts["triplets"] == 4 and summary.counts["cuts"] == 2
     assert 0 < summary.counts["patches"] <= 2 * PARAMS.patches
     # With cut detection off, SimpleFlow meets frames it cannot match (NaN flow): no crash.
-    off = prepare_frames(tmp_path / "davis", tmp_path / "off", SelectionParams(**{**PARAMS.__dict__, "cut_threshold": 1.0}))
+    off = prepare_frames(tmp_path / "davis", tmp_path / "off", SelectionParams(**{**PARAMS.__dict__, "cut_threshold": 0.0}))
     assert off.counts["cuts"] == 0 and off.counts["triplets"] == 4
 
 

@@ -78,7 +78,8 @@ def _binary(name: str) -> Callable[[], BinaryIO]:
 @click.option("--preset", default="medium", show_default=True, help="Encoder speed preset.")
 @click.option("--lossless", is_flag=True, help="Write lossless FFV1 in Matroska (.mkv) instead.")
 @click.option("--scene-threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
-              help="Histogram distance (0-1) above which two frames count as a shot cut and are not blended; 0 disables.")
+              help="Histogram distance (0-1) above which two frames count as a shot cut and are not blended "
+                   "(a quarter of it where their layouts differ too); 0 disables.")
 @click.option("--dedup", is_flag=True,
               help="Drop repeated frames (animation on twos, a recording that stands still) and interpolate between "
                    "the distinct ones at their true times, so motion is even; long still stretches stay still.")
