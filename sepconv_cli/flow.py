@@ -29,7 +29,7 @@ import logging
 import queue
 import threading
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -71,13 +71,32 @@ _log = logging.getLogger(__name__)
 SPLAT_KERNELS = {"cpu": Extension("sepconv_splat_cpu", ("splat_cpu.cpp",))}
 
 
-def _dis():  # noqa: ANN202 - cv2.DISOpticalFlow
-    """One DIS instance per thread (OpenCV's objects are not safe to share across threads)."""
+# Sizes whose DIS instance a thread keeps (tiles, a clip's size, its half-size copy).
+_DIS_SIZES = 4
+
+
+def _dis(shape: tuple[int, ...]):  # noqa: ANN202 - cv2.DISOpticalFlow
+    """A DIS instance for images of ``shape``, one per thread and size.
+
+    Per thread: OpenCV's objects are not safe to share across threads. Per size: an
+    instance that has seen a smaller image gives (slightly) different flows afterwards on a
+    larger one (OpenCV 4.x keeps state from the earlier call), so a flow would depend on what
+    ran before it in that thread; an instance only ever used on one size gives what a fresh
+    one gives.
+    """
     import cv2
 
-    if getattr(_local, "dis", None) is None:
-        _local.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return _local.dis
+    kept = getattr(_local, "dis", None)
+    if kept is None:
+        kept = _local.dis = OrderedDict()
+    key = tuple(shape[:2])
+    if key in kept:
+        kept.move_to_end(key)
+    else:
+        kept[key] = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        while len(kept) > _DIS_SIZES:
+            kept.popitem(last=False)
+    return kept[key]
 
 
 def dis_flows(grey0: np.ndarray, grey1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +104,7 @@ def dis_flows(grey0: np.ndarray, grey1: np.ndarray) -> tuple[np.ndarray, np.ndar
 
     Returns F01 and F10 as (H, W, 2) float32 (dx, dy) in pixels of the given images.
     """
-    dis = _dis()
+    dis = _dis(grey0.shape)
     return dis.calc(grey0, grey1, None), dis.calc(grey1, grey0, None)
 
 
@@ -385,11 +404,11 @@ def _one_way(grey_a: np.ndarray, grey_b: np.ndarray, max_width: int) -> np.ndarr
     while width // scale > max_width:
         scale *= 2
     if scale == 1:
-        return _dis().calc(grey_a, grey_b, None)
+        return _dis(grey_a.shape).calc(grey_a, grey_b, None)
     size = (max(1, width // scale), max(1, height // scale))
     a = cv2.resize(grey_a, size, interpolation=cv2.INTER_AREA)
     b = cv2.resize(grey_b, size, interpolation=cv2.INTER_AREA)
-    flow = _dis().calc(a, b, None)
+    flow = _dis(a.shape).calc(a, b, None)
     sx, sy = width / a.shape[1], height / a.shape[0]
     return cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR) * np.float32([sx, sy])
 

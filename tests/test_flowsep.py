@@ -124,6 +124,33 @@ def test_dis_sees_opencvs_grey_of_the_rounded_frames_and_the_frames_stay_as_they
     assert torch.equal(frames, given)
 
 
+def test_a_flow_does_not_depend_on_what_the_thread_computed_before() -> None:
+    # OpenCV's DIS instance keeps state: after a smaller image it gave other flows on a larger
+    # one, so the eval's flow baseline changed with the tests run before it.
+    import threading
+
+    import cv2
+
+    from sepconv_cli.flow import dis_flows
+
+    def pan(height: int, width: int, seed: int, shift: int) -> np.ndarray:
+        return np.roll(cv2.cvtColor(texture(seed, width, height), cv2.COLOR_RGB2GRAY), shift, axis=1)
+
+    a, b = pan(48, 64, 0, 0), pan(48, 64, 0, 3)
+    fresh = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    expected = fresh.calc(a, b, None), fresh.calc(b, a, None)
+    results = []
+
+    def after_smaller() -> None:  # a thread of its own: no DIS instance of this one's history
+        dis_flows(pan(24, 32, 5, 0), pan(24, 32, 5, 2))
+        results.append(dis_flows(a, b))
+
+    worker = threading.Thread(target=after_smaller)
+    worker.start()
+    worker.join()
+    assert all(np.array_equal(x, y) for x, y in zip(results[0], expected, strict=True))
+
+
 def test_splat_moves_pixels_forward_and_leaves_holes_empty() -> None:
     torch.manual_seed(0)
     strip = torch.rand(1, 3, 6, 12, dtype=torch.float64)
