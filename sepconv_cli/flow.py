@@ -41,6 +41,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from sepconv_cli.ext.separable_conv import Extension, select_extension
+from sepconv_cli.motion_types import Neighbours, Surroundings
 
 __all__ = [
     "BatchGreys",
@@ -150,31 +151,6 @@ def intermediate_flows(f01: Tensor, f10: Tensor, t: float | Tensor) -> tuple[Ten
     ft0 = -(1 - t) * t * f01 + t * t * f10
     ft1 = (1 - t) ** 2 * f01 - t * (1 - t) * f10
     return ft0, ft1
-
-
-@dataclass
-class Neighbours:
-    """What four-frame motion needs beside the pair: ``f0m``, the flow from frame 0 to the
-    frame before it, and ``f12``, from frame 1 to the frame after it (N, 2, H, W);
-    ``before``/``after`` those frames' distances in units of the pair's interval (floats
-    or (N,) tensors: 1 for evenly spaced frames); ``valid`` (N,) 1 where both exist."""
-
-    f0m: Tensor
-    f12: Tensor
-    before: float | Tensor = 1.0
-    after: float | Tensor = 1.0
-    valid: Tensor | None = None
-
-    def padded(self, right: int, bottom: int) -> Neighbours:
-        """The same neighbours for frames padded on the right and bottom (edges replicated)."""
-        pad = [0, right, 0, bottom]
-        return Neighbours(F.pad(self.f0m, pad, mode="replicate"), F.pad(self.f12, pad, mode="replicate"),
-                          self.before, self.after, self.valid)
-
-    def crop(self, top: int, left: int, height: int, width: int) -> Neighbours:
-        """The same neighbours for a tile of the frames."""
-        rows, cols = slice(top, top + height), slice(left, left + width)
-        return Neighbours(self.f0m[..., rows, cols], self.f12[..., rows, cols], self.before, self.after, self.valid)
 
 
 @dataclass(frozen=True)
@@ -411,23 +387,6 @@ def _one_way(grey_a: np.ndarray, grey_b: np.ndarray, max_width: int) -> np.ndarr
     flow = _dis(a.shape).calc(a, b, None)
     sx, sy = width / a.shape[1], height / a.shape[0]
     return cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR) * np.float32([sx, sy])
-
-
-@dataclass
-class Surroundings:
-    """The frames around a pair, for models that use four-frame motion (``wants_neighbours``).
-
-    ``before``/``after``: (N, 3, H, W) the frame before the pair's first and after its
-    second (any placeholder where ``valid`` is 0); ``before_gap``/``after_gap``: their
-    distances from the pair in units of the pair's own interval (N,), from the real
-    timestamps; ``valid`` (N,): 1 where both exist in the same shot, evenly enough spaced.
-    """
-
-    before: Tensor
-    after: Tensor
-    before_gap: Tensor
-    after_gap: Tensor
-    valid: Tensor
 
 
 def neighbour_flows(before: Tensor, frame0: Tensor, frame1: Tensor, after: Tensor,

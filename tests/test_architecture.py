@@ -176,7 +176,7 @@ def test_the_run_core_imports_neither_click_nor_the_commands() -> None:
 # floor and those below. Prefixes name packages; the longest matching prefix decides.
 FLOORS = {
     "errors": 0, "video_types": 0, "evaluation.method": 0, "ext": 0, "flow": 0, "images": 0, "metrics": 0,
-    "scenes": 0, "serialization": 0, "overlap": 0,
+    "scenes": 0, "serialization": 0, "overlap": 0, "motion_types": 0,
     "models": 1, "losses": 1, "data": 1, "video": 1, "streams": 1, "frame_kinds": 1, "timespan": 1,
     "sequences": 1, "duplicates": 1, "neighbourhood": 1, "frame_cache": 1,
     "engine": 2, "schedules": 2, "pairing": 2, "sinks": 2, "pipeline": 2, "outputs": 2, "runs": 2, "training": 2,

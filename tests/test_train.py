@@ -336,8 +336,9 @@ def test_dsepconv_trains_with_its_objective(cache: Path, tmp_path: Path) -> None
     result = train(config, tmp_path / "run")
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     first = rows[0]
-    assert {"charbonnier", "flip-charbonnier", "gradient"} <= set(first)
-    assert first["loss"] == pytest.approx(first["charbonnier"] + first["flip-charbonnier"] + first["gradient"], rel=1e-6)
+    assert {"loss_charbonnier", "loss_flip-charbonnier", "loss_gradient"} <= set(first)
+    assert first["loss"] == pytest.approx(first["loss_charbonnier"] + first["loss_flip-charbonnier"] + first["loss_gradient"],
+                                          rel=1e-6)
     trained_model = load_weights(result.weights, model="dsepconv")
     assert trained_model.config.kernel_size == 3
     # A few steps must reduce the error on a fixed batch, as for SepConv.
