@@ -26,6 +26,7 @@ from sepconv_cli.engine import Interpolator
 from sepconv_cli.evaluation.methods import FlowInterpolation, MInterpolate, ModelMethod
 from sepconv_cli.metrics import frame_psnr
 from sepconv_cli.models import load_weights
+from sepconv_cli.scenes import is_cut
 
 
 def read_frames(clip: Path, wanted: set[int]) -> dict[int, np.ndarray]:
@@ -79,7 +80,10 @@ def main(clip: Path, indices: tuple[int, ...], out: Path, weights: tuple[Path, .
 
         top = [label(cut(truth), f"{clip.name} frame {2 * k + 1}")]
         bottom = [label(cut(np.abs(second.astype(int) - first).clip(0, 63).astype(np.uint8) * 4), "|frame 2 - frame 0| x4")]
-        around = {"before": frames.get(2 * k - 2), "after": frames.get(2 * k + 4)}
+        # As eval hands them: no neighbour from across a shot cut.
+        before, after = frames.get(2 * k - 2), frames.get(2 * k + 4)
+        around = {"before": None if before is None or is_cut(before, first) else before,
+                  "after": None if after is None or is_cut(second, after) else after}
         for method in methods:
             prediction = method(first, second, **around) if method.takes_neighbours else method(first, second)
             top.append(label(cut(prediction), f"{method.name}: {frame_psnr(prediction, truth):.2f} dB"))
