@@ -121,13 +121,11 @@ class CutDetector:
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> bool:
         ha, hb = self._histogram_of(a), self._histogram_of(b)
-        kept = self._thumbnail if a is self._frame else None
-        thumbnails: dict[str, np.ndarray] = {}
+        ta = self._thumbnail if a is self._frame else None
+        self._frame, self._histogram, self._thumbnail = b, hb, None
 
         def layouts() -> float:
-            thumbnails["b"] = layout_thumbnail(b)
-            return layout_similarity(kept if kept is not None else layout_thumbnail(a), thumbnails["b"])
+            self._thumbnail = layout_thumbnail(b)
+            return layout_similarity(layout_thumbnail(a) if ta is None else ta, self._thumbnail)
 
-        cut = _cut(_distance(ha, hb), layouts, self.threshold)
-        self._frame, self._histogram, self._thumbnail = b, hb, thumbnails.get("b")
-        return cut
+        return _cut(_distance(ha, hb), layouts, self.threshold)
