@@ -14,8 +14,8 @@ import torch
 from click.testing import CliRunner
 
 from sepconv_cli.adaptation import (MIN_SIDE, AdaptOptions, CannotAdapt, adapt, adaptation_key, adapted_weights,
-                                    compare_held_out, held_out_choice, parse_duration, patch_sides, score_held_out,
-                                    spread_windows, window_count, write_window_caches)
+                                    compare_held_out, held_out_choice, parse_duration, patch_sides, scale_gains,
+                                    score_held_out, spread_windows, window_count, write_window_caches)
 from sepconv_cli.cli import cli
 from sepconv_cli.data.cache import AFTER, BEFORE, BOTH, PatchCache, valid_name
 from sepconv_cli.errors import InputError
@@ -141,6 +141,7 @@ def test_adaptation_that_helps_is_used_and_says_by_how_much(tmp_path: Path) -> N
     assert result.gain > result.margin >= options.min_gain
     assert parameter_digest(load_weights(result.weights)) != parameter_digest(load_weights(base))
     assert f"{result.gain:+.2f} dB" in result.summary()
+    assert result.tried == result.weights and len(result.scale_gains) in (1, 2)
 
 
 def test_a_second_run_on_the_same_input_reuses_the_kept_adaptation(tmp_path: Path, flowsep_weights: Path) -> None:
@@ -408,6 +409,15 @@ def test_the_held_out_choice_needs_a_gain_beyond_noise() -> None:
     assert compare_held_out(still, [np.append(e, 1e-6) for e in scaled([0.2] * 10)], 0.05).better
 
 
+def test_held_out_gains_are_told_apart_by_scale() -> None:
+    # Each triplet's windows: two at full size (twice the run's motion), then two ×2 smaller.
+    base = [np.array([1e-3, 2e-3, 1e-3, 3e-3]) * k for k in (1, 2, 3)]
+    candidate = [e * np.array([10 ** -0.05, 10 ** -0.05, 1, 1]) for e in base]  # +0.5 dB at full size only
+    full, half = scale_gains(base, candidate, 2)
+    assert full == pytest.approx(0.5) and half == pytest.approx(0.0, abs=1e-9)
+    assert scale_gains(base, candidate, 1)[0] == pytest.approx(compare_held_out(base, candidate, 0.05).gain)
+
+
 def test_the_recipe_reaches_the_training_loop(tmp_path: Path, flowsep_weights: Path) -> None:
     import json
 
@@ -474,6 +484,11 @@ def test_eval_adapts_on_the_given_frames_only(flowsep_weights: Path, tmp_path: P
         assert parameter_digest(load_weights(kept / "clip.flowsep+adapt.pt")) == digests[-1]
         scores.append([s.psnr for s in result.overall() if s.method == "flowsep+adapt"][0])
         assert "clip" in adapted[0].results
+        outcome = adapted[0].results["clip"]
+        # What it tried and turned down is kept beside what it used, to be scored at run time too.
+        tried = kept / "clip.flowsep+adapt.tried.pt"
+        assert tried.exists() == (not outcome.adapted and outcome.tried is not None)
+        assert outcome.tried is None or outcome.tried.exists()
     # The ground truth changed completely, the adapted weights not at all; the scores did.
     assert digests[0] == digests[1]
     assert scores[0] > scores[1] + 10

@@ -36,7 +36,8 @@ triplets it held out:
   only if its gain over the original weights, per held-out triplet (``compare_held_out``),
   exceeds both ``min_gain`` and twice its standard error: the run-time gain of a choice
   made on a few triplets is otherwise mostly noise. Both are scored as the run will use
-  them, a four-frame model with the neighbours. ``AdaptResult.adapted`` says which.
+  them, a four-frame model with the neighbours. ``AdaptResult.adapted`` says which, and
+  ``AdaptResult.scale_gains`` the gain at each scale (``scale_gains``).
 
 Nothing here reads a frame it is not given: ``eval --adapt`` hands it the frames a method
 may see (the even frames of the ``video`` benchmark), never the frames it is scored on,
@@ -52,7 +53,7 @@ Every name is importable from ``sepconv_cli.adaptation`` as before the split.
 """
 
 from sepconv_cli.adaptation.fine_tuning import adapt
-from sepconv_cli.adaptation.held_out import HeldOutVerdict, compare_held_out, score_held_out
+from sepconv_cli.adaptation.held_out import HeldOutVerdict, compare_held_out, scale_gains, score_held_out
 from sepconv_cli.adaptation.kept import FORMAT_VERSION, adaptation_key, adapted_weights, cache_dir
 from sepconv_cli.adaptation.options import (MIN_SIDE, OPTIMIZERS, AdaptOptions, AdaptProgress, AdaptResult,
                                             AdaptWarning, CannotAdapt, Note, Progress, parse_duration)
@@ -63,5 +64,5 @@ __all__ = [
     "FORMAT_VERSION", "MIN_SIDE", "OPTIMIZERS", "AdaptData", "AdaptOptions", "AdaptProgress", "AdaptResult",
     "AdaptWarning", "CannotAdapt", "HeldOutVerdict", "Note", "PatchSides", "Progress", "Window", "Windows", "adapt",
     "adaptation_key", "adapted_weights", "cache_dir", "compare_held_out", "held_out_choice", "parse_duration",
-    "patch_sides", "score_held_out", "spread_windows", "window_count", "write_window_caches",
+    "patch_sides", "scale_gains", "score_held_out", "spread_windows", "window_count", "write_window_caches",
 ]

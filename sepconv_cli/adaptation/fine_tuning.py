@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sepconv_cli.adaptation.held_out import _psnr, _triplet_psnrs, compare_held_out, score_held_out
+from sepconv_cli.adaptation.held_out import _psnr, _triplet_psnrs, compare_held_out, scale_gains, score_held_out
 from sepconv_cli.adaptation.options import AdaptOptions, AdaptProgress, AdaptResult, CannotAdapt, Note, Progress
 from sepconv_cli.adaptation.triplets import (AdaptData, _write_textures, patch_sides, spread_windows, window_count,
                                              write_window_caches)
@@ -111,11 +111,12 @@ def adapt(frames: Iterable[np.ndarray], base: Path, work: Path, options: AdaptOp
     window_psnr = float(np.mean([_psnr(float(e)) for e in np.concatenate(base_errors)]))  # as the loop validates
     config = _train_config(options, data, base, textures, model, device, remaining)
     candidate, steps = _train(config, work, window_psnr, report)
-    verdict = tried = None
+    verdict = tried = per_scale = None
     if candidate is not None:
-        verdict = compare_held_out(base_errors, score_held_out(candidate, data.held_out, device, options.batch_size),
-                                   options.min_gain)
+        errors = score_held_out(candidate, data.held_out, device, options.batch_size)
+        verdict = compare_held_out(base_errors, errors, options.min_gain)
         tried = verdict.gain
+        per_scale = scale_gains(base_errors, errors, 2 if data.sides.half_held else 1)
     adapted = verdict is not None and verdict.better
     if adapted:
         weights = candidate
@@ -125,6 +126,7 @@ def adapt(frames: Iterable[np.ndarray], base: Path, work: Path, options: AdaptOp
     base_psnr = float(_triplet_psnrs(base_errors).mean())
     outcome = AdaptResult(weights, adapted, base_psnr, verdict.psnr if adapted else base_psnr, steps,
                           time.perf_counter() - started, data.train_triplets, data.held_out_triplets,
-                          margin=verdict.margin if verdict else None, tried_gain=tried)
+                          margin=verdict.margin if verdict else None, tried_gain=tried, scale_gains=per_scale,
+                          tried=candidate)
     note(outcome.summary())
     return outcome

@@ -67,6 +67,17 @@ class HeldOutVerdict:
         return self.gain > self.margin
 
 
+def scale_gains(base: list[np.ndarray], candidate: list[np.ndarray], scales: int) -> tuple[float, ...]:
+    """The mean per-triplet gain (dB) of ``candidate`` over ``base`` at each of the ``scales``
+    scales of the held-out windows (``score_held_out``'s errors; a triplet's windows are its
+    full-size ones, then as many of its ×2 copy): the ×2 copy's motion in pixels is the
+    run's, the full size's twice that, so the two tell whether a gain is one of motion."""
+    def at(errors: list[np.ndarray], scale: int) -> np.ndarray:
+        return _triplet_psnrs([np.array_split(e, scales)[scale] for e in errors])
+
+    return tuple(float((at(candidate, k) - at(base, k)).mean()) for k in range(scales))
+
+
 def compare_held_out(base: list[np.ndarray], candidate: list[np.ndarray], min_gain: float) -> HeldOutVerdict:
     """Whether ``candidate``'s held-out errors (``score_held_out``) beat ``base``'s by more
     than noise: the mean per-triplet gain must exceed ``min_gain`` and twice its standard

@@ -97,7 +97,9 @@ class AdaptResult:
     not beat the original ones on the held-out triplets by ``margin`` dB, a copy of those
     (``adapted`` False). PSNRs are on the held-out triplets (dB); ``tried_gain`` is the
     best checkpoint's gain there, used or not (None when training diverged or never
-    stepped)."""
+    stepped); ``scale_gains`` the same gain at full size and on the ×2 copies (run-time
+    motion), one value when the frames are too small for the copies; ``tried`` the weights
+    file of that checkpoint (in the work folder), used or not."""
 
     weights: Path
     adapted: bool
@@ -110,6 +112,8 @@ class AdaptResult:
     reused: bool = False
     margin: float | None = None
     tried_gain: float | None = None
+    scale_gains: tuple[float, ...] | None = None
+    tried: Path | None = None
 
     @property
     def gain(self) -> float:
@@ -124,6 +128,8 @@ class AdaptResult:
         else:
             how = f"{self.steps} steps in {self.seconds:.0f} s on {self.train_triplets} triplets"
         held = f"{self.held_out_triplets} held-out triplets"
+        if self.scale_gains is not None and len(self.scale_gains) == 2:
+            held += f" (full size {self.scale_gains[0]:+.2f}, ×2 smaller {self.scale_gains[1]:+.2f})"
         if self.adapted:
             return f"adapted ({how}): {self.gain:+.2f} dB on {held}"
         if self.tried_gain is None or self.margin is None:

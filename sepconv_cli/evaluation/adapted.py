@@ -45,7 +45,8 @@ class AdaptedMethod(ModelMethod):
     """``base`` (a ``ModelMethod`` whose weights file is ``weights``) adapted to every sample
     in ``begin_sample``; named ``<base>+adapt``. ``results`` holds each sample's
     ``AdaptResult``; ``note`` receives a line per sample; ``keep_in``: a folder where each
-    sample's adapted weights are written (``<sample>.<name>.pt``)."""
+    sample's adapted weights are written (``<sample>.<name>.pt``), and those it tried but
+    did not use (``<sample>.<name>.tried.pt``)."""
 
     def __init__(self, base: ModelMethod, weights: Path, options: AdaptOptions,
                  note: Callable[[str], None] | None = None, keep_in: Path | None = None) -> None:
@@ -73,6 +74,12 @@ class AdaptedMethod(ModelMethod):
                     kept = self.keep_in / f"{_safe(sample.name)}.{self.name}.pt"
                     shutil.copyfile(result.weights, kept)
                     result.weights = kept
+                    if result.tried is not None and not result.adapted:
+                        # What the held-out windows turned down, to be scored at run time too:
+                        # how well they choose is measured, not assumed.
+                        tried = self.keep_in / f"{_safe(sample.name)}.{self.name}.tried.pt"
+                        shutil.copyfile(result.tried, tried)
+                        result.tried = tried
         except InputError as exc:
             self.note(f"{sample.name}: {self.name} is {self.base.name} unchanged here: {exc}")
             self.interpolator = self.base.interpolator
