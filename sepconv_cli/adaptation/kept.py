@@ -67,7 +67,9 @@ def _load_kept(folder: Path, key: str) -> AdaptResult | None:
              "margin", "tried_gain")
     if any(name not in data for name in names):  # a record cut short or edited: adapt again
         return None
-    return AdaptResult(weights, reused=True, **{name: data[name] for name in names})
+    gains = data.get("scale_gains")
+    return AdaptResult(weights, reused=True, scale_gains=tuple(gains) if isinstance(gains, list) else None,
+                       **{name: data[name] for name in names})
 
 
 def _keep(folder: Path, key: str, result: AdaptResult) -> Path:
@@ -79,7 +81,9 @@ def _keep(folder: Path, key: str, result: AdaptResult) -> Path:
             with open(result.weights, "rb") as src:
                 shutil.copyfileobj(src, tmp)
         os.replace(tmp.name, target)
-        record = {"version": FORMAT_VERSION, **{k: v for k, v in asdict(result).items() if k not in ("weights", "reused")}}
+        # ``tried`` names a file in the adaptation's work folder, gone once it returns.
+        record = {"version": FORMAT_VERSION,
+                  **{k: v for k, v in asdict(result).items() if k not in ("weights", "reused", "tried")}}
         (folder / f".{key}.json.partial").write_text(json.dumps(record, indent=1))
         os.replace(folder / f".{key}.json.partial", folder / f"{key}.json")
     except OSError as exc:
