@@ -137,8 +137,8 @@ def test_beta_one_gives_the_blend_of_the_unwarped_frames(quadratic: bool) -> Non
 @pytest.mark.parametrize("quadratic", [False, True])
 def test_gradients_reach_beta_from_the_zero_start_and_from_a_trained_head(frames: list[torch.Tensor],
                                                                            quadratic: bool) -> None:
-    """A grown network's β channels start at exactly 0, the clamp's lower edge: the gradient
-    must still pass there, or β would never leave it."""
+    """A grown network's β channels start at exactly 0: the gradient must pass there, or β
+    would never leave it."""
     truth = accelerating(0.5, 48, 64)
     neighbours = neighbour_flows(*frames)
     zero_start = widened(trained_looking(quadratic=quadratic), {"hedge": True})

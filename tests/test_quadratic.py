@@ -10,7 +10,7 @@ from sepconv_cli.flow import (
     FlowPrior, Neighbours, flow_prior, intermediate_flows, neighbour_flows, quadratic_flows, splat, warp,
 )
 from sepconv_cli.models.flowsep import (
-    ALPHA_RANGE, ALPHA_SCALE, BETA_SCALE, FLOW_SCALE, FlowSep, FlowSepConfig, widen_state_dict,
+    ALPHA_RANGE, ALPHA_SCALE, BETA_RANGE, BETA_SCALE, FLOW_SCALE, FlowSep, FlowSepConfig, widen_state_dict,
 )
 from sepconv_cli.models.registry import build_model, load_weights
 
@@ -166,7 +166,7 @@ def _steered_by_concatenation(model: FlowSep, params: torch.Tensor, deltas: torc
         moves.append(((ALPHA_SCALE * params[:, 2 * k + 3 : 2 * k + 5]).clamp(*ALPHA_RANGE), deltas))
     if still is not None:
         beta = params[:, 2 * k + 5 : 2 * k + 7] if deltas is not None else params[:, 2 * k + 3 : 2 * k + 5]
-        moves.append(((BETA_SCALE * beta).clamp(0, 1), still))
+        moves.append(((BETA_SCALE * beta).clamp(*BETA_RANGE), still))
 
     def zeros(channels: int) -> torch.Tensor:
         return torch.zeros_like(params[:, :1]).expand(-1, channels, -1, -1)

@@ -30,7 +30,7 @@ zero (``widen_state_dict``), so a quadratic network made from linear weights fir
 computes exactly what they did. Without neighbours (the ends of a video, shot cuts) the
 quadratic candidate is the linear one and α has nothing to move.
 
-With ``hedge=True`` two more head channels, β0 and β1 in [0, 1] (after α when both are
+With ``hedge=True`` two more head channels, β0 and β1 in [-0.5, 1] (after α when both are
 on), move each frame's taps by β_f·(-Ft_f), the same way α moves them: β_f = 1 puts frame
 f's taps back on the unwarped pixel. Where DIS fails outright (a hand sweeping fast across
 swaying foliage) warping smears the background, and the plain blend of the two unwarped
@@ -63,8 +63,11 @@ ALPHA_RANGE = (-1.0, 2.0)  # how far the taps may move along (quadratic - linear
 # blew the network up within 200 steps. Scaling the head's α by 1/8 evens the two out.
 ALPHA_SCALE = 0.125
 # β multiplies a displacement of many pixels too (the whole flow, not a difference of two),
-# so its head channel is scaled down the same way.
+# so its head channel is scaled down the same way. Its range reaches below 0 (taps up to
+# 1.5× the flow along it) so that a grown head, which starts at β = 0 exactly, is not
+# clamped dead by its first step down.
 BETA_SCALE = 0.125
+BETA_RANGE = (-0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ class FlowSep(nn.Module):
         if deltas is not None:
             moves.append(((ALPHA_SCALE * params[:, self.layout["alpha"]]).clamp(*ALPHA_RANGE), deltas))
         if still is not None:
-            moves.append(((BETA_SCALE * params[:, self.layout["beta"]]).clamp(0, 1), still))
+            moves.append(((BETA_SCALE * params[:, self.layout["beta"]]).clamp(*BETA_RANGE), still))
         # Added in place on the frame's dy and dx slices: building zero-padded shift maps
         # for every channel and concatenating them cost a third of a DIS call at 720p. The
         # head's own output is changed (nothing else reads it, and the convolution's backward
