@@ -10,7 +10,7 @@ from sepconv_cli.flow import (
     FlowPrior, Neighbours, flow_prior, intermediate_flows, neighbour_flows, quadratic_flows, splat, warp,
 )
 from sepconv_cli.models.flowsep import (
-    ALPHA_RANGE, ALPHA_SCALE, FLOW_SCALE, FlowSep, FlowSepConfig, widen_state_dict,
+    ALPHA_RANGE, ALPHA_SCALE, BETA_RANGE, BETA_SCALE, FLOW_SCALE, FlowSep, FlowSepConfig, widen_state_dict,
 )
 from sepconv_cli.models.registry import build_model, load_weights
 
@@ -156,37 +156,46 @@ def test_the_unet_reads_exactly_the_documented_channels_in_the_weights_format(ch
     assert seen[0].is_contiguous(memory_format=layout)
 
 
-def _steered_by_concatenation(model: FlowSep, params: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+def _steered_by_concatenation(model: FlowSep, params: torch.Tensor, deltas: torch.Tensor | None,
+                              still: torch.Tensor | None) -> torch.Tensor:
     """``FlowSep._steer`` written without touching the head's output: a shift map for every
     parameter channel, zero but on the frames' dy and dx taps, added to a slice of it."""
     n, k = model.config.kernel_size, model.per_frame
-    alpha = (ALPHA_SCALE * params[:, 2 * k + 3 :]).clamp(*ALPHA_RANGE)
+    moves = []
+    if deltas is not None:
+        moves.append(((ALPHA_SCALE * params[:, 2 * k + 3 : 2 * k + 5]).clamp(*ALPHA_RANGE), deltas))
+    if still is not None:
+        beta = params[:, 2 * k + 5 : 2 * k + 7] if deltas is not None else params[:, 2 * k + 3 : 2 * k + 5]
+        moves.append(((BETA_SCALE * beta).clamp(*BETA_RANGE), still))
 
     def zeros(channels: int) -> torch.Tensor:
         return torch.zeros_like(params[:, :1]).expand(-1, channels, -1, -1)
 
     parts = []
     for f in range(2):
-        move = alpha[:, f : f + 1] * deltas[:, 2 * f : 2 * f + 2]
+        move = sum(weight[:, f : f + 1] * direction[:, 2 * f : 2 * f + 2] for weight, direction in moves)
         parts += [zeros(2 * n), move[:, 1:2].expand(-1, n * n, -1, -1), move[:, 0:1].expand(-1, n * n, -1, -1),
                   zeros(n * n)]
     return params[:, : 2 * k + 3] + torch.cat([*parts, zeros(3)], 1)
 
 
-def test_steering_in_place_gives_the_outputs_and_gradients_of_a_separate_sum(monkeypatch: pytest.MonkeyPatch) -> None:
-    """_steer adds the quadratic shifts into the head's own output: in training, too, the
-    frame and every gradient must be those of the out-of-place definition."""
+@pytest.mark.parametrize("options", [{"quadratic": True}, {"quadratic": True, "hedge": True}, {"hedge": True}])
+def test_steering_in_place_gives_the_outputs_and_gradients_of_a_separate_sum(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, bool],
+) -> None:
+    """_steer adds the quadratic (and hedge) shifts into the head's own output: in training,
+    too, the frame and every gradient must be those of the out-of-place definition."""
     frames = [accelerating(tau, 48, 64) for tau in (-1, 0, 1, 2)]
     neighbours = neighbour_flows(*frames)
     truth = accelerating(0.5, 48, 64)
 
     def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         torch.manual_seed(4)
-        model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), quadratic=True)).train()
+        model = FlowSep(FlowSepConfig(channels=(4, 8, 8, 8), **options)).train()
         with torch.no_grad():
             model.head.weight.normal_(std=0.05)
             model.head.bias.normal_(std=0.05)
-            model.head.bias[-2:] = 0.5 / ALPHA_SCALE
+            model.head.bias[2 * model.per_frame + 3 :] = 0.5 / ALPHA_SCALE  # α and β in their ranges' interior
         out = model(frames[1], frames[2], t=0.4, neighbours=neighbours)
         (out - truth).abs().mean().backward()
         return out.detach(), {name: p.grad for name, p in model.named_parameters()}
@@ -194,8 +203,10 @@ def test_steering_in_place_gives_the_outputs_and_gradients_of_a_separate_sum(mon
     out, grads = run()
     monkeypatch.setattr(FlowSep, "_steer", _steered_by_concatenation)
     expected_out, expected_grads = run()
-    assert torch.equal(out, expected_out)
-    assert grads["head.weight"][-2:].abs().sum() > 0  # α does get a gradient
+    assert torch.allclose(out, expected_out, rtol=0, atol=1e-6)
+    if options == {"quadratic": True}:  # one shift: the very same adds
+        assert torch.equal(out, expected_out)
+    assert grads["head.weight"][-2:].abs().sum() > 0  # α (β where hedging) does get a gradient
     for name, grad in expected_grads.items():
         torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 

@@ -29,6 +29,14 @@ it is and differentiates them. New input weights and the two new head channels s
 zero (``widen_state_dict``), so a quadratic network made from linear weights first
 computes exactly what they did. Without neighbours (the ends of a video, shot cuts) the
 quadratic candidate is the linear one and α has nothing to move.
+
+With ``hedge=True`` two more head channels, β0 and β1 in [-0.5, 1] (after α when both are
+on), move each frame's taps by β_f·(-Ft_f), the same way α moves them: β_f = 1 puts frame
+f's taps back on the unwarped pixel. Where DIS fails outright (a hand sweeping fast across
+swaying foliage) warping smears the background, and the plain blend of the two unwarped
+frames scored 0.01-0.027 better SSIM a frame; β lets the network fall back to it per pixel.
+Its head channels start at zero too, so a hedging network grown from any weights first
+computes exactly what they did.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from sepconv_cli.models.blocks import check_frame_pair
 
 # SPLAT_PRIOR, the share of the splat candidate in the untrained blend: small enough that the
 # network starts at the flow baseline (< 0.01 dB away), large enough to pass a gradient.
-__all__ = ["FLOW_SCALE", "SPLAT_PRIOR", "FlowSep", "FlowSepConfig", "gate", "widen_state_dict"]
+__all__ = ["FLOW_SCALE", "SPLAT_PRIOR", "FlowSep", "FlowSepConfig", "gate", "head_layout", "widen_state_dict"]
 FLOW_SCALE = 32.0  # flows enter the network divided by this (px)
 LINEAR_CHANNELS = 23  # I0, I1, W0, W1, splat (15), e0, e1, coverage, t (4), Ft0, Ft1 (4)
 QUADRATIC_CHANNELS = 11  # W0q, W1q (6), Ft0q - Ft0, Ft1q - Ft1 (4), neighbours valid (1)
@@ -54,6 +62,12 @@ ALPHA_RANGE = (-1.0, 2.0)  # how far the taps may move along (quadratic - linear
 # Δ times as far through α as through a tap's own offset: at Adam's lr 2e-4 that path
 # blew the network up within 200 steps. Scaling the head's α by 1/8 evens the two out.
 ALPHA_SCALE = 0.125
+# β multiplies a displacement of many pixels too (the whole flow, not a difference of two),
+# so its head channel is scaled down the same way. Its range reaches below 0 (taps up to
+# 1.5× the flow along it) so that a grown head, which starts at β = 0 exactly, is not
+# clamped dead by its first step down.
+BETA_SCALE = 0.125
+BETA_RANGE = (-0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -65,11 +79,14 @@ class FlowSepConfig:
     channels: widths of the four U-Net levels (1/2, 1/4, 1/8, 1/16 resolution).
 
     quadratic: the four-frame motion candidate (see the module docstring).
+    hedge: per-pixel weights β that pull each frame's taps back towards zero motion, so the
+        network can fall back to blending the unwarped frames where DIS flow fails.
     """
 
     kernel_size: int = 3
     channels: tuple[int, ...] = (24, 48, 72, 96)
     quadratic: bool = False
+    hedge: bool = False
 
     def __post_init__(self) -> None:
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -77,6 +94,22 @@ class FlowSepConfig:
         if len(self.channels) != 4:
             raise ValueError(f"the U-Net has four levels, got channels={self.channels}")
         object.__setattr__(self, "channels", tuple(self.channels))
+
+
+def head_layout(taps: int, quadratic: bool, hedge: bool) -> dict[str, slice]:
+    """Which of the head's output channels are what: ``synthesis`` (the fused op's 2k + 3),
+    then ``alpha`` (quadratic) and ``beta`` (hedge), two each, in that order. New options
+    go at the end, so weights grown by zero-padding keep every old channel in its place."""
+    layout = {"synthesis": slice(0, 2 * params_per_frame(taps) + 3)}
+    for name, present in (("alpha", quadratic), ("beta", hedge)):
+        if present:
+            layout[name] = slice(_width(layout), _width(layout) + 2)
+    return layout
+
+
+def _width(layout: dict[str, slice]) -> int:
+    """The number of head channels ``layout`` describes."""
+    return max(rows.stop for rows in layout.values())
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -138,7 +171,8 @@ class FlowSep(nn.Module):
         self.per_frame = params_per_frame(n)  # v, h, dy, dx, mask
         self.in_channels = LINEAR_CHANNELS + (QUADRATIC_CHANNELS if config.quadratic else 0)
         self.unet = _UNet(self.in_channels, config.channels)
-        self.head = nn.Conv2d(config.channels[0], 2 * self.per_frame + 3 + (2 if config.quadratic else 0), 3, padding=1)
+        self.layout = head_layout(n, config.quadratic, config.hedge)
+        self.head = nn.Conv2d(config.channels[0], _width(self.layout), 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -162,12 +196,17 @@ class FlowSep(nn.Module):
             splatted = torch.where(coverage > 1e-3, splatted, prior.blend())
             features = self._features(frame1, frame2, prior, splatted, coverage)
             deltas = self._quadratic(frame1, frame2, f01, f10, prior, neighbours, features) if self.config.quadratic else None
+            # β's direction at the head's resolution: each frame's whole flow, negated, so that
+            # β_f = 1 cancels it and frame f's taps read the unwarped pixel.
+            still: Tensor | None = None
+            if self.config.hedge:
+                still = torch.cat([F.avg_pool2d(prior.ft0, 2), F.avg_pool2d(prior.ft1, 2)], 1).neg_()
             features = self._in_weights_format(features)
         # The head stays at the U-Net's half resolution: the synthesis samples it per output
         # pixel (compiled kernel) or upsamples it first (the reference composition).
         params = self.head(self.unet(features))
-        if deltas is not None:
-            params = self._steer(params, deltas)
+        if deltas is not None or still is not None:
+            params = self._steer(params, deltas, still)
         return flowsep_synthesis(
             frame1, frame2, splatted, prior.ft0, prior.ft1, prior.weight0, params,
             gate(prior.t).reshape(-1), self.config.kernel_size,
@@ -219,38 +258,62 @@ class FlowSep(nn.Module):
         features[:, c + 10 : c + 11] = neighbours.valid.to(features.dtype).reshape(-1, 1, 1, 1)
         return F.avg_pool2d(delta, 2)
 
-    def _steer(self, params: Tensor, deltas: Tensor) -> Tensor:
-        """The synthesis' parameters with every tap of frame f moved by α_f·(Ft_f,quadratic - Ft_f).
+    def _steer(self, params: Tensor, deltas: Tensor | None, still: Tensor | None) -> Tensor:
+        """The synthesis' parameters with every tap of frame f moved by α_f·(Ft_f,quadratic - Ft_f)
+        (``deltas``, quadratic) plus β_f·(-Ft_f) (``still``, hedge), each (B, 4, h, w) or None.
 
-        The shift is added at the head's resolution (where ``deltas`` were pooled to), so the
-        synthesis upsamples it with the rest and the fused op's gradient reaches α.
+        The shift is added at the head's resolution (where both were pooled to), so the
+        synthesis upsamples it with the rest and the fused op's gradient reaches α and β.
         """
         n, k = self.config.kernel_size, self.per_frame
-        alpha = (ALPHA_SCALE * params[:, 2 * k + 3 :]).clamp(*ALPHA_RANGE)
+        moves = []  # (per-frame weights (B, 2, h, w), per-frame directions (B, 4, h, w))
+        if deltas is not None:
+            moves.append(((ALPHA_SCALE * params[:, self.layout["alpha"]]).clamp(*ALPHA_RANGE), deltas))
+        if still is not None:
+            moves.append(((BETA_SCALE * params[:, self.layout["beta"]]).clamp(*BETA_RANGE), still))
         # Added in place on the frame's dy and dx slices: building zero-padded shift maps
         # for every channel and concatenating them cost a third of a DIS call at 720p. The
         # head's own output is changed (nothing else reads it, and the convolution's backward
         # does not keep it) and a strided view of it handed on, which the synthesis reads as
         # it is: a copy of the 69 channels first took as long as the adds themselves.
         for f in range(2):
-            move = alpha[:, f : f + 1] * deltas[:, 2 * f : 2 * f + 2]  # (B, 2, h, w): dx, dy
+            # (B, 2, h, w): dx, dy. Summed first: each add onto the taps costs n² channels.
+            move, *more = (weight[:, f : f + 1] * direction[:, 2 * f : 2 * f + 2] for weight, direction in moves)
+            for other in more:
+                move = move + other
             dy = f * k + 2 * n  # each frame's parameters: v (n), h (n), dy (n²), dx (n²), mask (n²)
             params[:, dy : dy + n * n] += move[:, 1:2]
             params[:, dy + n * n : dy + 2 * n * n] += move[:, 0:1]
-        return params[:, : 2 * k + 3]
+        return params[:, self.layout["synthesis"]]
 
 
 def widen_state_dict(state: dict[str, Tensor], network: FlowSep) -> dict[str, Tensor]:
-    """A linear FlowSep's weights for a quadratic ``network``: the new input channels of the
-    first convolution and the two α head channels get zero weights, so the widened network
-    computes exactly what ``state`` did until training moves them."""
+    """A FlowSep's weights for a ``network`` with more options on (quadratic, hedge): the
+    new input channels of the first convolution and the new head channels get zero
+    weights, so the widened network computes exactly what ``state`` did until training
+    moves them. The options ``state`` has are read from its shapes; its head channels are
+    moved to where ``network``'s layout puts them (β of a hedging network moves past a new α)."""
     own = network.state_dict()
     widened = dict(state)
-    for key in ("unet.down.0.0.0.weight", "head.weight", "head.bias"):
-        old, new = state[key], own[key]
-        if old.shape == new.shape:
-            continue
+    first = "unet.down.0.0.0.weight"
+    old, new = state[first], own[first]
+    if old.shape != new.shape:
         grown = torch.zeros_like(new)
         grown[tuple(slice(0, size) for size in old.shape)] = old
+        widened[first] = grown
+    quadratic = old.shape[1] > LINEAR_CHANNELS
+    without_hedge = head_layout(network.config.kernel_size, quadratic, False)
+    hedge = state["head.bias"].shape[0] > _width(without_hedge)
+    layout = head_layout(network.config.kernel_size, quadratic, hedge)
+    channels = state["head.bias"].shape[0]
+    if channels != _width(layout) or not layout.keys() <= network.layout.keys():
+        raise ValueError(f"a head of {channels} channels does not grow into that of {network.config}")
+    for key in ("head.weight", "head.bias"):
+        old, new = state[key], own[key]
+        if old.shape == new.shape and layout == network.layout:
+            continue
+        grown = torch.zeros_like(new)
+        for name, rows in layout.items():
+            grown[(network.layout[name], *(slice(0, size) for size in old.shape[1:]))] = old[rows]
         widened[key] = grown
     return widened

@@ -143,16 +143,23 @@ def load_weights(path: str | Path, *, model: str | None = None) -> nn.Module:
     return network
 
 
+# FlowSep options that only add inputs and head channels, all starting at zero weight.
+GROWING_OPTIONS = frozenset({"quadratic", "hedge"})
+
+
 def widened(network: nn.Module, changes: dict[str, Any]) -> nn.Module | None:
     """``network`` grown by ``changes`` to its config where that keeps what it computes
-    (today: a linear FlowSep made quadratic, its new weights at zero); None for any other change."""
+    (today: a FlowSep with ``quadratic`` and/or ``hedge`` turned on, its new weights at zero);
+    None for any other change."""
     config = model_config(network)
     differing = {k: v for k, v in changes.items() if config.get(k) != v}
-    if not isinstance(network, FlowSep) or set(differing) != {"quadratic"} or not differing["quadratic"]:
+    if not isinstance(network, FlowSep) or not differing:
+        return None
+    if not set(differing) <= GROWING_OPTIONS or not all(differing.values()):
         return None
     from sepconv_cli.models.flowsep import widen_state_dict
 
-    grown = build_model("flowsep", {**config, "quadratic": True})
+    grown = build_model("flowsep", {**config, **dict.fromkeys(differing, True)})
     grown.load_state_dict(widen_state_dict(network.state_dict(), grown))
     return grown
 
