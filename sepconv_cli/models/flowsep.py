@@ -302,10 +302,9 @@ def widen_state_dict(state: dict[str, Tensor], network: FlowSep) -> dict[str, Te
         grown[tuple(slice(0, size) for size in old.shape)] = old
         widened[first] = grown
     quadratic = old.shape[1] > LINEAR_CHANNELS
-    without_hedge = head_layout(network.config.kernel_size, quadratic, False)
-    hedge = state["head.bias"].shape[0] > _width(without_hedge)
-    layout = head_layout(network.config.kernel_size, quadratic, hedge)
     channels = state["head.bias"].shape[0]
+    hedge = channels > _width(head_layout(network.config.kernel_size, quadratic, False))
+    layout = head_layout(network.config.kernel_size, quadratic, hedge)
     if channels != _width(layout) or not layout.keys() <= network.layout.keys():
         raise ValueError(f"a head of {channels} channels does not grow into that of {network.config}")
     for key in ("head.weight", "head.bias"):
