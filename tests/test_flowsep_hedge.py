@@ -160,3 +160,19 @@ def test_a_hedging_network_saved_as_training_saves_it_loads_back_the_same(
     for got, want in zip(outputs(loaded, frames), outputs(model, frames)):
         assert torch.equal(got, want)
     assert build_model("flowsep", model_config(loaded)).head.out_channels == 73
+
+
+def test_under_bf16_autocast_the_taps_move_in_float32() -> None:
+    """``--precision bf16``: the head's output is bf16, but the hedge moves the taps by whole
+    flows (here 0.75 of 25 px), where bf16 rounds to 1/8 px; the move must be added in float32."""
+    frame0, frame1 = accelerating(0, 48, 64), accelerating(1, 48, 64)
+    flows = (torch.full((1, 2, 48, 64), 50.3), torch.full((1, 2, 48, 64), -50.3))
+    model = FlowSep(FlowSepConfig(channels=TINY, quadratic=True, hedge=True)).eval()
+    with torch.no_grad():
+        model.head.bias[model.layout["beta"]] = 0.75 / BETA_SCALE  # β = 0.75, exact in bf16
+        full = model(frame0, frame1, t=0.5, flows=flows)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(frame0, frame1, t=0.5, flows=flows)
+    assert half.dtype == torch.float32
+    # The head's weights are zero and its biases exact in bf16, so only the move could differ.
+    assert torch.allclose(half, full, atol=1e-5), (half - full).abs().max()

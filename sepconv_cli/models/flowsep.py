@@ -206,7 +206,9 @@ class FlowSep(nn.Module):
         # pixel (compiled kernel) or upsamples it first (the reference composition).
         params = self.head(self.unet(features))
         if deltas is not None or still is not None:
-            params = self._steer(params, deltas, still)
+            # In float32 even under bf16 autocast: the taps move by up to the whole flow
+            # (β·-Ft), tens of pixels, where bf16's 8-bit mantissa would round to 1/8 px.
+            params = self._steer(params.float(), deltas, still)
         return flowsep_synthesis(
             frame1, frame2, splatted, prior.ft0, prior.ft1, prior.weight0, params,
             gate(prior.t).reshape(-1), self.config.kernel_size,
