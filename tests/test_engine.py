@@ -67,6 +67,17 @@ def test_bf16_on_a_cpu_without_it_warns(tiny_sepconv: torch.nn.Module, monkeypat
         Interpolator(tiny_sepconv, device="cpu", precision="bf16")
 
 
+def test_auto_precision_is_bf16_only_on_a_cpu_that_has_it(tiny_sepconv: torch.nn.Module,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda native=native: native)
+        assert Interpolator(tiny_sepconv, device="cpu", precision="auto").precision == expected
+        assert engine.resolve_precision("auto", torch.device("cuda")) == "fp32"
+        for asked in ("fp32", "bf16", "fp16"):  # an explicit choice is kept as it is
+            assert engine.resolve_precision(asked, torch.device("cpu")) == asked
+    assert Interpolator(tiny_sepconv, device="cpu").precision == "fp32"  # the library's default
+
+
 @pytest.mark.parametrize("model", ["tiny_sepconv", "tiny_dsepconv"])
 def test_channels_last_matches_contiguous(model: str, request: pytest.FixtureRequest) -> None:
     network = request.getfixturevalue(model)

@@ -64,7 +64,8 @@ def _binary(name: str) -> Callable[[], BinaryIO]:
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), help="Weights file to use instead.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Arithmetic of the network (bf16/fp16 autocast); the kernels always sum in fp32.")
+              help="Arithmetic of the network (bf16/fp16 autocast); the kernels always sum in fp32. "
+                   "auto: bf16 on CPUs with native bf16 (AVX512-BF16 or AMX), else fp32.")
 @click.option("--factor", type=click.Choice(["2", "4", "8"]), default="2", show_default=True,
               help="Frame-rate multiplier, by recursive midpoints. Not with --fps.")
 @click.option("--fps", type=FrameRate(), metavar="RATE",
