@@ -424,13 +424,16 @@ def test_the_recipe_reaches_the_training_loop(tmp_path: Path, flowsep_weights: P
     defaults = AdaptOptions()
     assert (defaults.optimizer, defaults.lr, defaults.warmup_steps, defaults.clip_grad) == ("adam", 2e-4, 100, 0.05)
     options = AdaptOptions(**{**FEW_STEPS.__dict__, "optimizer": "adamax", "lr": 1e-4, "warmup_steps": 3,
-                              "clip_grad": 0.02})
+                              "clip_grad": 0.02, "ema": 0.9, "losses": ("l1", "ssim:0.5")})
     adapt(moving_frames(), flowsep_weights, tmp_path / "work", options)
     config = json.loads((tmp_path / "work" / "run" / "config.json").read_text())["config"]
     assert (config["optimizer"], config["lr"], config["warmup_steps"], config["clip_grad"]) == ("adamax", 1e-4, 3, 0.02)
+    assert (config["ema"], config["losses"]) == (0.9, ["l1", "ssim:0.5"])
     assert (config["crop"], config["validate_init"]) == (96, False)  # 128×96 frames: 96-px patches
     with pytest.raises(InputError, match="unknown optimizer"):
         AdaptOptions(optimizer="sgd")
+    with pytest.raises(InputError, match="decay"):
+        AdaptOptions(ema=1.0)
     # The recipe decides the weights: a kept adaptation made with another one is not reused.
     video = tmp_path / "clip.mkv"
     video.write_bytes(b"stand-in")

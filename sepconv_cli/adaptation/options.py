@@ -44,7 +44,9 @@ class AdaptOptions:
     Optimisation as in ``sepconv train``: ``optimizer`` (adam or adamax), ``lr``,
     ``warmup_steps`` (linear learning-rate ramp), ``clip_grad`` (the largest gradient norm a
     step applies, 0: off; the shipped weights' fine-tuning recipe, without which a converged
-    network's rare gradient spikes undid what it had learnt), ``batch_size``.
+    network's rare gradient spikes undid what it had learnt), ``batch_size``, ``ema`` (the
+    decay of the weight average that is validated and kept, 0: none) and ``losses``
+    (``sepconv train --loss`` specs; empty: the model's own objective).
     """
 
     budget: float = 300.0
@@ -54,6 +56,8 @@ class AdaptOptions:
     warmup_steps: int = 100
     clip_grad: float = 0.05
     batch_size: int = 8
+    ema: float = 0.0
+    losses: tuple[str, ...] = ()
     crop: int = 128
     patch: int = 160
     patches: int = 6
@@ -73,6 +77,8 @@ class AdaptOptions:
             raise InputError(f"crop {self.crop} is larger than the patches ({self.patch} px)")
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"unknown optimizer '{self.optimizer}' ({', '.join(OPTIMIZERS)})")
+        if not 0 <= self.ema < 1:
+            raise InputError(f"the weight average's decay must be in [0, 1), not {self.ema:g}")
         if min(self.warmup_steps, self.min_gain, self.clip_grad) < 0 or self.val_patches < 1 or self.held_out_every < 1:
             raise InputError("warmup_steps, min_gain and clip_grad must be at least 0, "
                              "val_patches and held_out_every at least 1")
