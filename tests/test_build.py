@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -82,3 +83,28 @@ def test_a_failed_cpu_build_warns_once_and_falls_back(
     assert calls[0]["name"] == f"demo_{_build._cpu_tag()}"
     assert calls[0]["is_python_module"] is False
     assert "compiling the CPU kernels demo_" in caplog.text
+
+
+def test_a_fresh_lock_left_by_a_killed_build_does_not_hang(pretend_cuda: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A build killed by SIGTERM leaves its lock behind; torch would wait on it for ever.
+    lock = pretend_cuda / "demo" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    monkeypatch.setattr(_build, "STALE_LOCK_SECONDS", 0.3)
+    monkeypatch.setattr(_build, "LOCK_POLL_SECONDS", 0.05)
+    monkeypatch.setattr("torch.utils.cpp_extension.load", lambda **kwargs: pytest.fail("must not build"))
+    started = time.monotonic()
+    with pytest.warns(RuntimeWarning, match=f"delete {lock}"):
+        assert _build.load_extension("demo", ["a.cu"]) is None
+    assert time.monotonic() - started < 5
+
+
+def test_a_lock_released_by_a_live_build_is_waited_for(pretend_cuda: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lock = pretend_cuda / "demo" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    monkeypatch.setattr(_build, "LOCK_POLL_SECONDS", 0.05)
+    built = object()
+    monkeypatch.setattr("torch.utils.cpp_extension.load", lambda **kwargs: built if not lock.exists() else None)
+    threading.Timer(0.3, lock.unlink).start()
+    assert _build.load_extension("demo", ["a.cu"]) is built

@@ -27,6 +27,7 @@ CSRC = Path(__file__).with_name("csrc")
 # A lock older than this cannot belong to a build still running: compiling our
 # kernels takes about a minute.
 STALE_LOCK_SECONDS = 600
+LOCK_POLL_SECONDS = 0.5
 
 _loaded: dict[str, ModuleType | None] = {}
 
@@ -89,11 +90,32 @@ def _headers_flag() -> str:
     return f"-DSEPCONV_HEADERS={digest.hexdigest()[:12]}"
 
 
+def _wait_for_lock(lock: Path, name: str) -> bool:
+    """Wait while another process may be building ``name``; False once its lock is stale.
+
+    torch's own wait for the lock has no end, so a build killed by a signal (its lock is
+    never removed) would hang every later start; we wait only as long as a live build can
+    take, measured from when the lock was made.
+    """
+    announced = False
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if age > STALE_LOCK_SECONDS:
+            return False
+        if not announced:
+            logger.warning("waiting for another process's build of %s (delete %s if none is running)", name, lock)
+            announced = True
+        time.sleep(LOCK_POLL_SECONDS)
+
+
 def _build(name: str, sources: list[str], cuda: bool) -> ModuleType | str | None:
     """The built pybind11 module (CUDA), or the path of the loaded operator library (CPU)."""
     lock = _build_directory(name) / "lock"
     kind = "CUDA" if cuda else "CPU"
-    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+    if not _wait_for_lock(lock, name):
         _warn(f"the {kind} build of {name} was interrupted earlier; delete {lock} to rebuild it")
         return None
     if not any(_build_directory(name).glob(f"{name}.*")):
