@@ -2,6 +2,8 @@
 
     python scripts/average_weights.py OUT.pt RUN/snapshots/*.pt
 
+(`sepconv train --average-from STEP` writes those snapshots and their average itself.)
+
 Used to turn a run's late checkpoints (exported with ``sepconv_cli.training.export_checkpoint``)
 into one set of weights without picking a checkpoint by its held-out score.
 """
@@ -12,8 +14,7 @@ import sys
 from pathlib import Path
 
 from sepconv_cli.errors import SepconvError
-from sepconv_cli.models.registry import read_weights_file, save_weights
-from sepconv_cli.training import average_weights
+from sepconv_cli.training.averaging import save_average
 
 
 def main(argv: list[str]) -> int:
@@ -25,17 +26,10 @@ def main(argv: list[str]) -> int:
         print(f"error: {out} is also an input; write the average elsewhere", file=sys.stderr)
         return 2
     try:
-        network = average_weights(sources)
+        save_average(sources, out)
     except SepconvError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    # The members' steps, so the average reads as trained weights (the shipped file's test
-    # asks for a step) and says what it is made of.
-    steps = [read_weights_file(source)["metadata"].get("step") for source in sources]
-    metadata: dict[str, object] = {"averaged": [Path(source).name for source in sources], "averaged_steps": steps}
-    if all(isinstance(step, int) for step in steps):
-        metadata["step"] = max(steps)
-    save_weights(network, out, metadata=metadata)
     print(f"{out}: the average of {len(sources)} weights files")
     return 0
 

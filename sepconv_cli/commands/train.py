@@ -141,6 +141,10 @@ def _decay(ctx: click.Context, param: click.Parameter, value: float) -> float:
               help="Keep an exponential moving average of the weights (decay per step, e.g. 0.999, warmed up over "
                    "the first steps) and validate, sample and export it instead of the live weights, which train "
                    "on; steadier scores for picking best.pt when fine-tuning. 0: off.")
+@click.option("--average-from", type=click.IntRange(0), default=None, metavar="STEP",
+              help="From step STEP on, also write the exported weights (the moving average with --ema) at every "
+                   "epoch's end to RUN/snapshots/, and at the end their uniform average to RUN/averaged.pt: the "
+                   "shipped weights' recipe (weights/MODEL_CARD.md).")
 @click.option("--lr-decay-every", type=click.IntRange(0), default=0, show_default=True,
               help="Multiply the learning rate by --lr-decay-factor every N epochs (0: constant).")
 @click.option("--lr-decay-factor", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sepconv_cli.errors import WeightsError
-from sepconv_cli.models.registry import load_weights, model_config
+from sepconv_cli.models.registry import load_weights, model_config, read_weights_file, save_weights
 
 
 def warm_decay(decay: float, updates: int) -> float:
@@ -94,3 +94,26 @@ def average_weights(paths: Sequence[str | Path]) -> nn.Module:
               if value.is_floating_point() else states[-1][key] for key, value in states[0].items()}
     first.load_state_dict(merged)
     return first
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    """Where ``sepconv train --average-from`` keeps the exported weights of ``step``."""
+    return run_dir / "snapshots" / f"step{step:07d}.pt"
+
+
+def snapshots(run_dir: Path, from_step: int = 0) -> list[Path]:
+    """The run's snapshots from ``from_step`` on, in step order."""
+    found = (run_dir / "snapshots").glob("step*.pt")
+    return sorted(path for path in found if path.stem[4:].isdigit() and int(path.stem[4:]) >= from_step)
+
+
+def save_average(sources: Sequence[str | Path], out: str | Path) -> Path:
+    """``average_weights(sources)`` written to ``out``, its metadata naming its members and
+    their steps (and the last step, so the average reads as trained weights)."""
+    network = average_weights(sources)
+    steps = [read_weights_file(source)["metadata"].get("step") for source in sources]
+    metadata: dict[str, Any] = {"averaged": [Path(source).name for source in sources], "averaged_steps": steps}
+    if all(isinstance(step, int) for step in steps):
+        metadata["step"] = max(steps)
+    save_weights(network, out, metadata=metadata)
+    return Path(out)

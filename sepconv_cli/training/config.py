@@ -19,7 +19,7 @@ OPTIMIZERS = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam}
 # Options a resumed run may change: when and how it stops and reports, not what it learns.
 # ``ema`` is one: the live weights train the same with or without an average beside them.
 RESUMABLE = frozenset({"epochs", "max_steps", "time_budget", "workers", "device", "log_every", "val_every",
-                       "checkpoint_every", "vgg_weights", "ema"})
+                       "checkpoint_every", "vgg_weights", "ema", "average_from"})
 
 
 class TrainingError(SepconvError):
@@ -47,6 +47,8 @@ class TrainConfig:
     updates; when on, validation, the best checkpoint's choice, the samples, ``best.pt``
     and ``weights.pt`` are the average's, while the live weights train on (see
     ``averaging``): small-batch fine-tuning scores too noisily to pick a checkpoint by.
+    ``average_from``: from that step on, every epoch's end also writes the exported weights
+    to ``snapshots/`` and the run's end their uniform average to ``averaged.pt`` (None: off).
     Stopping: after ``epochs`` epochs, ``max_steps`` optimizer steps or ``time_budget``
     seconds, whichever comes first (None: no limit).
     ``losses``: specs for ``losses.parse_losses`` (empty: the model's paper objective).
@@ -89,6 +91,7 @@ class TrainConfig:
     warmup_steps: int = 0
     clip_grad: float = 0.0
     ema: float = 0.0
+    average_from: int | None = None
     lr_decay_epochs: int = 0
     lr_decay_factor: float = 0.5
     epochs: int | None = 50

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sepconv_cli.errors import OutputError
+from sepconv_cli.training.averaging import snapshots
 from sepconv_cli.training.checkpoints import _atomic_text
 from sepconv_cli.training.config import Note
 
@@ -49,7 +50,9 @@ class RunWriter:
         _atomic_text(self.run_dir / name, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
     def reload_metrics(self, up_to_step: int) -> None:
-        """On resume: keep the rows up to the checkpoint's step (later ones are redone)."""
+        """On resume: keep the rows and snapshots up to the checkpoint's step (later ones are redone)."""
+        for later in snapshots(self.run_dir, up_to_step + 1):
+            later.unlink()
         path = self.run_dir / "metrics.jsonl"
         if path.is_file():
             for line in path.read_text().splitlines():

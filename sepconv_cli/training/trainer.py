@@ -5,11 +5,10 @@ runs one with every process starting, and stopping, together."""
 from __future__ import annotations
 
 import dataclasses
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from sepconv_cli.errors import InputError, OutputError, SepconvError, WeightsErr
 from sepconv_cli.flow import Neighbours
 from sepconv_cli.losses import Objective, build_objective, default_losses
 from sepconv_cli.models.registry import MODELS, build_model, load_weights, model_config, save_weights, widened
-from sepconv_cli.training.averaging import WeightAverage
+from sepconv_cli.training.averaging import WeightAverage, save_average, snapshot_path, snapshots
 from sepconv_cli.training.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _atomic_save, _rng_state,
                                               _set_rng_state, export_checkpoint, parameter_digest, read_checkpoint)
 from sepconv_cli.training.config import (OPTIMIZERS, PRECISIONS, Note, ProgressFn, TrainConfig, TrainingError,
@@ -30,30 +29,8 @@ from sepconv_cli.training.config import (OPTIMIZERS, PRECISIONS, Note, ProgressF
 from sepconv_cli.training.distributed import Distributed, setup_distributed
 from sepconv_cli.training.run_data import build_run_data
 from sepconv_cli.training.run_files import RunWriter
+from sepconv_cli.training.stopping import graceful_stop
 from sepconv_cli.training.validation import batch_inputs, evaluate, predict_samples, run_model
-
-
-@contextmanager
-def _graceful_stop() -> Iterator[dict[str, bool]]:
-    """SIGINT/SIGTERM set a flag the loop checks after each step; a second Ctrl-C interrupts at once."""
-    flag = {"stop": False}
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
-        if flag["stop"] and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 @dataclass
@@ -253,6 +230,14 @@ class Trainer:
             "sepconv_version": __version__,
         }
 
+    def save_epoch_end(self) -> None:
+        """last.ckpt, and the exported weights as a snapshot once ``average_from`` is reached."""
+        if self.config.average_from is not None and self.step >= self.config.average_from:
+            path = snapshot_path(self.run_dir, self.step)
+            path.parent.mkdir(exist_ok=True)
+            self.export(path)
+        self.save_last()
+
     def save_last(self) -> None:
         """Write last.ckpt (rank 0; call through ``_on_main`` in a distributed run)."""
         if self.last_checkpoint_step != self.step:
@@ -287,7 +272,7 @@ class Trainer:
     def _validate(self, epoch_end: bool) -> None:
         if self.val_loader is None:
             if epoch_end:
-                self.save_last()
+                self.save_epoch_end()
                 self.writer.flush_tables()
             return
         # Validation runs in fp32 whatever the training precision: exact scores, and cheap.
@@ -305,7 +290,7 @@ class Trainer:
             batch = torch.utils.data.default_collate([self.val_set[i] for i in range(count)])
             self.writer.save_samples(self.epoch, predict_samples(self._shipped, batch, self.device))
         if epoch_end:
-            self.save_last()
+            self.save_epoch_end()
         if improved:
             _atomic_save(self._checkpoint(), self.writer.checkpoints / "best.ckpt")
         self.writer.flush_tables()
@@ -369,6 +354,9 @@ class Trainer:
         best = self.writer.checkpoints / "best.ckpt"
         if best.exists() and self.best.get("step") != self.step:
             export_checkpoint(best, self.run_dir / "best.pt")
+        if self.config.average_from is not None and (members := snapshots(self.run_dir, self.config.average_from)):
+            save_average(members, self.run_dir / "averaged.pt")
+            self.note(f"averaged.pt: the average of {len(members)} snapshots from step {self.config.average_from} on")
         self.writer.flush_tables()
         in_sync = len(set(digests)) == 1
         self.writer.write_json("summary.json", {
@@ -402,7 +390,7 @@ class Trainer:
         self._started = time.perf_counter()
         self._rate = 0.0
         window = _Window(torch.zeros(1 + len(self._averaged), dtype=torch.float64))  # the loss, then _averaged
-        with _graceful_stop() as interrupt:
+        with graceful_stop() as interrupt:
             while True:
                 reason = self._limit_reached() or self._epoch(interrupt, window)
                 if reason:
